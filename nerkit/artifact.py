@@ -1,0 +1,161 @@
+"""The model artifact: a directory (or its ``model.tar.gz``) with a manifest and checksums.
+
+See docs/ARCHITECTURE.md for the format. Everything that reads an artifact goes through
+``verify`` so a corrupt or tampered model is refused before it is loaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+REQUIRED_FILES = ("model.onnx", "tokenizer.json")
+REQUIRED_KEYS = ("format_version", "name", "version", "labels", "max_seq_length", "files")
+# A MiniLM int8 artifact is ~25 MB; 2 GiB leaves room for large models and stops tar bombs.
+DEFAULT_MAX_EXTRACT_BYTES = 2 << 30
+
+
+class ArtifactError(Exception):
+    """The artifact is missing, corrupt or unsafe. The message is safe to show clients."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(model_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write ``manifest.json`` with the checksum of every other regular file in the directory."""
+    files = {}
+    for path in sorted(model_dir.iterdir()):
+        if path.name == MANIFEST:
+            continue
+        if not path.is_file() or path.is_symlink():
+            raise ArtifactError(f"artifact directory may hold regular files only: {path.name}")
+        files[path.name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    manifest = {**manifest, "format_version": FORMAT_VERSION, "files": files}
+    _check_manifest(manifest)
+    (model_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"artifact has no {MANIFEST}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{MANIFEST} is not valid JSON: {exc}") from None
+    _check_manifest(manifest)
+    return manifest
+
+
+def verify(model_dir: Path) -> dict[str, Any]:
+    """Check the manifest and every file's size and sha256; return the manifest."""
+    manifest = read_manifest(model_dir)
+    for name, expected in manifest["files"].items():
+        path = model_dir / name
+        if not path.is_file():
+            raise ArtifactError(f"artifact file missing: {name}")
+        if path.stat().st_size != expected.get("bytes", path.stat().st_size):
+            raise ArtifactError(f"artifact file has the wrong size: {name}")
+        if sha256_file(path) != expected.get("sha256"):
+            raise ArtifactError(f"checksum mismatch: {name}")
+    return manifest
+
+
+def pack(model_dir: Path, tar_path: Path) -> str:
+    """Verify ``model_dir`` and write a deterministic ``model.tar.gz``; return its sha256."""
+    manifest = verify(model_dir)
+    names = [MANIFEST, *sorted(manifest["files"])]
+    tar_path.parent.mkdir(parents=True, exist_ok=True)
+    # Fixed mtimes/owners make the tarball's bytes (and sha256) depend only on content.
+    with tar_path.open("wb") as raw:
+        with (
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for name in names:
+                data = (model_dir / name).read_bytes()
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), 0o644, 0
+                tar.addfile(info, io.BytesIO(data))
+    return sha256_file(tar_path)
+
+
+def extract(
+    tar_path: Path, dest: Path, *, max_bytes: int = DEFAULT_MAX_EXTRACT_BYTES
+) -> dict[str, Any]:
+    """Safely extract an artifact tarball into ``dest`` (replaced) and verify it.
+
+    Only regular files at the top level are accepted: no absolute paths, ``..``, directories,
+    links or devices, and no more than ``max_bytes`` in total. The archive is extracted
+    into a sibling temp directory and renamed into place only once verified, so a bad
+    artifact never leaves a half-written model behind.
+    """
+    staging = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        try:
+            tar = tarfile.open(tar_path, mode="r:gz")
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise ArtifactError(f"artifact is not a readable .tar.gz: {exc}") from None
+        with tar:
+            total = 0
+            try:
+                for member in tar:
+                    name = member.name
+                    if not member.isfile():
+                        raise ArtifactError(f"artifact may hold regular files only: {name!r}")
+                    if "/" in name or "\\" in name or name in ("", ".", "..") or name.startswith("."):
+                        raise ArtifactError(f"unsafe path in artifact: {name!r}")
+                    total += member.size
+                    if total > max_bytes:
+                        raise ArtifactError(f"artifact is larger than {max_bytes} bytes")
+                    source = tar.extractfile(member)
+                    assert source is not None  # regular file
+                    with (staging / name).open("wb") as out:
+                        shutil.copyfileobj(source, out)
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise ArtifactError(f"artifact tarball is corrupt: {exc}") from None
+        manifest = verify(staging)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(staging, dest)
+        return manifest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_manifest(manifest: Any) -> None:
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{MANIFEST} must be a JSON object")
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise ArtifactError(f"{MANIFEST} lacks {', '.join(missing)}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise ArtifactError(f"unsupported artifact format_version {manifest['format_version']!r}")
+    labels = manifest["labels"]
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise ArtifactError(f"{MANIFEST} labels must be a non-empty list of strings")
+    if not isinstance(manifest["max_seq_length"], int) or manifest["max_seq_length"] < 8:
+        raise ArtifactError(f"{MANIFEST} max_seq_length must be an integer >= 8")
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{MANIFEST} files must be an object")
+    for name in REQUIRED_FILES:
+        if name not in files:
+            raise ArtifactError(f"artifact lacks {name}")

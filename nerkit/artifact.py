@@ -83,16 +83,16 @@ def pack(model_dir: Path, tar_path: Path) -> str:
     names = [MANIFEST, *sorted(manifest["files"])]
     tar_path.parent.mkdir(parents=True, exist_ok=True)
     # Fixed mtimes/owners make the tarball's bytes (and sha256) depend only on content.
-    with tar_path.open("wb") as raw:
-        with (
-            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz,
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            for name in names:
-                data = (model_dir / name).read_bytes()
-                info = tarfile.TarInfo(name)
-                info.size, info.mode, info.mtime = len(data), 0o644, 0
-                tar.addfile(info, io.BytesIO(data))
+    with (
+        tar_path.open("wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name in names:
+            data = (model_dir / name).read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
     return sha256_file(tar_path)
 
 
@@ -111,33 +111,33 @@ def extract(
     staging.mkdir(parents=True)
     try:
         try:
-            tar = tarfile.open(tar_path, mode="r:gz")
+            with tarfile.open(tar_path, mode="r:gz") as tar:
+                _extract_members(tar, staging, max_bytes)
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise ArtifactError(f"artifact is not a readable .tar.gz: {exc}") from None
-        with tar:
-            total = 0
-            try:
-                for member in tar:
-                    name = member.name
-                    if not member.isfile():
-                        raise ArtifactError(f"artifact may hold regular files only: {name!r}")
-                    if "/" in name or "\\" in name or name in ("", ".", "..") or name.startswith("."):
-                        raise ArtifactError(f"unsafe path in artifact: {name!r}")
-                    total += member.size
-                    if total > max_bytes:
-                        raise ArtifactError(f"artifact is larger than {max_bytes} bytes")
-                    source = tar.extractfile(member)
-                    assert source is not None  # regular file
-                    with (staging / name).open("wb") as out:
-                        shutil.copyfileobj(source, out)
-            except (tarfile.TarError, OSError, EOFError) as exc:
-                raise ArtifactError(f"artifact tarball is corrupt: {exc}") from None
         manifest = verify(staging)
         shutil.rmtree(dest, ignore_errors=True)
         os.replace(staging, dest)
         return manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _extract_members(tar: tarfile.TarFile, staging: Path, max_bytes: int) -> None:
+    total = 0
+    for member in tar:
+        name = member.name
+        if not member.isfile():
+            raise ArtifactError(f"artifact may hold regular files only: {name!r}")
+        if "/" in name or "\\" in name or name.startswith(".") or not name:
+            raise ArtifactError(f"unsafe path in artifact: {name!r}")
+        total += member.size
+        if total > max_bytes:
+            raise ArtifactError(f"artifact is larger than {max_bytes} bytes")
+        source = tar.extractfile(member)
+        assert source is not None  # a regular file always has a stream
+        with (staging / name).open("wb") as out:
+            shutil.copyfileobj(source, out)
 
 
 def _check_manifest(manifest: Any) -> None:

@@ -61,8 +61,13 @@ def to_bio2(tags: Sequence[str], *, where: str = "") -> list[str]:
         prefix, entity_type = split_tag(tag)
         if prefix == "I" and previous_type != entity_type:
             if where:
-                log.warning("%s token %d: %s does not continue an entity; read as B-%s",
-                            where, index + 1, tag, entity_type)
+                log.warning(
+                    "%s token %d: %s does not continue an entity; read as B-%s",
+                    where,
+                    index + 1,
+                    tag,
+                    entity_type,
+                )
             tag = f"B-{entity_type}"
         out.append(tag)
         previous_type = entity_type

@@ -1,0 +1,1 @@
+"""Training: data ingest, model, train loop, export (imports torch/transformers)."""

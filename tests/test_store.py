@@ -1,0 +1,655 @@
+"""nerkit.store and nerkit.models_cli against moto's S3 (in-process, plus one real HTTP server)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from nerkit import models_cli
+from nerkit.artifact import MANIFEST, ArtifactError, pack, sha256_file, write_manifest
+from nerkit.store import (
+    LiveConflict,
+    ModelNotFound,
+    ModelStore,
+    Pointer,
+    S3Client,
+    VersionExists,
+    VersionInfo,
+    live_version,
+    parse_s3_uri,
+    resolve,
+)
+
+BUCKET = "nerkit-models"
+URI = f"s3://{BUCKET}/models"
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials, and nothing from the developer's own AWS configuration."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def s3() -> Iterator[S3Client]:
+    with mock_aws():
+        client = boto3.client("s3")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+@pytest.fixture
+def store(s3: S3Client) -> ModelStore:
+    return ModelStore(BUCKET, "models", s3)
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+def build_tarball(
+    tmp_path: Path, version: str, *, model: bytes | None = None, **manifest: Any
+) -> Path:
+    """A packed artifact with dummy model/tokenizer bytes; each call gets its own directory."""
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=tmp_path))
+    model_dir = work / "model"
+    model_dir.mkdir()
+    (model_dir / "model.onnx").write_bytes(model or f"onnx {version}".encode())
+    (model_dir / "tokenizer.json").write_bytes(b'{"tokenizer": true}')
+    base = {"name": "test", "version": version, "labels": ["O", "B-PER"], "max_seq_length": 32}
+    write_manifest(model_dir, {**base, **manifest})
+    pack(model_dir, work / "model.tar.gz")
+    return work / "model.tar.gz"
+
+
+def tarball_with(tmp_path: Path, version: str, info: tarfile.TarInfo, data: bytes) -> Path:
+    """A valid artifact's members followed by one hand-made member."""
+    source = build_tarball(tmp_path, version)
+    out = source.with_name("crafted.tar.gz")
+    with tarfile.open(source, "r:gz") as good, tarfile.open(out, "w:gz") as tar:
+        for member in good:
+            tar.addfile(member, good.extractfile(member))
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+def put_raw(s3: S3Client, key: str, body: bytes) -> str:
+    """Write an object behind the store's back (as a broken or hostile writer would)."""
+    s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    return hashlib.sha256(body).hexdigest()
+
+
+def pointer_json(version: str, sha256: str = "0" * 64) -> bytes:
+    """A LIVE pointer written by hand, to point the store at objects it did not upload."""
+    pointer = {
+        "version": version,
+        "key": f"models/{version}/model.tar.gz",
+        "sha256": sha256,
+        "updated_at": "2026-01-01T00:00:00Z",
+        "previous": None,
+    }
+    return json.dumps(pointer).encode()
+
+
+def put_live(s3: S3Client, version: str, sha256: str) -> None:
+    s3.put_object(Bucket=BUCKET, Key="models/LIVE", Body=pointer_json(version, sha256))
+
+
+def publish(store: ModelStore, tmp_path: Path, *versions: str) -> None:
+    for version in versions:
+        store.set_live(store.upload(build_tarball(tmp_path, version)))
+
+
+def live_of(store: ModelStore) -> str | None:
+    pointer = store.live()
+    return pointer.version if pointer else None
+
+
+def entries(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir()) if directory.exists() else []
+
+
+# -- URIs ---------------------------------------------------------------------------------
+
+
+def test_parse_s3_uri() -> None:
+    assert parse_s3_uri("s3://bucket/a/b.tar.gz") == ("bucket", "a/b.tar.gz")
+    assert parse_s3_uri("s3://bucket") == ("bucket", "")
+    for bad in ("https://bucket/key", "s3:///key", "bucket/key"):
+        with pytest.raises(ArtifactError):
+            parse_s3_uri(bad)
+
+
+def test_store_keys_with_and_without_prefix() -> None:
+    assert ModelStore("b", "/models/ner/").key("v1", "model.tar.gz") == "models/ner/v1/model.tar.gz"
+    assert ModelStore("b").key("LIVE") == "LIVE"
+    assert ModelStore.from_uri("s3://b/models/").uri == "s3://b/models"
+    assert ModelStore("b").uri == "s3://b"
+
+
+# -- upload, list, manifest ---------------------------------------------------------------
+
+
+def test_upload_writes_tarball_with_sha256_and_manifest_copy(
+    store: ModelStore, s3: S3Client, tmp_path: Path
+) -> None:
+    tar = build_tarball(tmp_path, "v1")
+    assert store.upload(tar) == "v1"
+    obj = s3.get_object(Bucket=BUCKET, Key="models/v1/model.tar.gz")
+    assert obj["Body"].read() == tar.read_bytes()
+    assert obj["Metadata"]["sha256"] == sha256_file(tar)
+    copy = s3.get_object(Bucket=BUCKET, Key="models/v1/manifest.json")["Body"].read()
+    with tarfile.open(tar, "r:gz") as archive:
+        inner = archive.extractfile(MANIFEST)
+        assert inner is not None
+        assert copy == inner.read()
+    assert store.manifest("v1")["version"] == "v1"
+
+
+def test_versions_lists_manifest_copies_oldest_first(store: ModelStore, tmp_path: Path) -> None:
+    metrics = {"validation": {"f1": 0.9}}
+    store.upload(build_tarball(tmp_path, "b-new", created_at="2026-02-01T00:00:00Z"))
+    store.upload(
+        build_tarball(tmp_path, "a-old", created_at="2026-01-01T00:00:00Z", metrics=metrics)
+    )
+    assert store.versions() == [
+        VersionInfo("a-old", "2026-01-01T00:00:00Z", metrics),
+        VersionInfo("b-new", "2026-02-01T00:00:00Z", {}),
+    ]
+
+
+def test_versions_skip_an_upload_without_its_manifest_copy(
+    store: ModelStore, s3: S3Client, tmp_path: Path
+) -> None:
+    store.upload(build_tarball(tmp_path, "v1"))
+    put_raw(s3, "models/v2/model.tar.gz", b"upload in progress")
+    assert [info.version for info in store.versions()] == ["v1"]
+
+
+def test_manifest_of_a_missing_version(store: ModelStore) -> None:
+    with pytest.raises(ModelNotFound, match="version v9 not found in s3://nerkit-models/models"):
+        store.manifest("v9")
+
+
+def test_upload_refuses_to_overwrite_a_version(
+    store: ModelStore, s3: S3Client, tmp_path: Path
+) -> None:
+    first = build_tarball(tmp_path, "v1")
+    store.upload(first)
+    with pytest.raises(VersionExists, match="version v1 already exists"):
+        store.upload(build_tarball(tmp_path, "v1", model=b"different weights"))
+    stored = s3.get_object(Bucket=BUCKET, Key="models/v1/model.tar.gz")["Body"].read()
+    assert stored == first.read_bytes()
+
+
+def test_upload_of_identical_bytes_completes_an_interrupted_upload(
+    store: ModelStore, s3: S3Client, tmp_path: Path
+) -> None:
+    tar = build_tarball(tmp_path, "v1")
+    store.upload(tar)
+    s3.delete_object(Bucket=BUCKET, Key="models/v1/manifest.json")  # as if the step died
+    assert store.upload(tar) == "v1"
+    assert store.manifest("v1")["version"] == "v1"
+
+
+def test_upload_verifies_before_writing_anything(
+    store: ModelStore, s3: S3Client, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "model.tar.gz"
+    garbage.write_bytes(b"not a tarball")
+    with pytest.raises(ArtifactError, match="not a readable"):
+        store.upload(garbage)
+    with pytest.raises(ArtifactError, match=re.escape("invalid model version '../escape'")):
+        store.upload(build_tarball(tmp_path, "../escape"))
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
+
+
+# -- LIVE pointer -------------------------------------------------------------------------
+
+
+def test_set_live_writes_the_pointer(store: ModelStore, s3: S3Client, tmp_path: Path) -> None:
+    assert store.live() is None
+    tar = build_tarball(tmp_path, "v1")
+    store.upload(tar)
+    pointer = store.set_live("v1")
+    assert (pointer.version, pointer.key, pointer.previous) == (
+        "v1",
+        "models/v1/model.tar.gz",
+        None,
+    )
+    assert pointer.sha256 == sha256_file(tar)
+    assert store.live() == pointer
+    raw = json.loads(s3.get_object(Bucket=BUCKET, Key="models/LIVE")["Body"].read())
+    assert set(raw) == {"version", "key", "sha256", "updated_at", "previous"}
+
+    store.upload(build_tarball(tmp_path, "v2"))
+    assert store.set_live("v2").previous == "v1"
+    raw = json.loads(s3.get_object(Bucket=BUCKET, Key="models/LIVE")["Body"].read())
+    assert store.live() == Pointer(**raw)
+
+
+def test_set_live_of_the_live_version_changes_nothing(store: ModelStore, tmp_path: Path) -> None:
+    publish(store, tmp_path, "v1")
+    before = store.live()
+    assert store.set_live("v1") == before
+    assert store.live() == before
+
+
+def test_set_live_of_a_missing_version(store: ModelStore, tmp_path: Path) -> None:
+    publish(store, tmp_path, "v1")
+    with pytest.raises(ModelNotFound, match="version v9 not found"):
+        store.set_live("v9")
+    assert live_of(store) == "v1"
+
+
+def test_set_live_checks_the_expected_current_version(store: ModelStore, tmp_path: Path) -> None:
+    store.upload(build_tarball(tmp_path, "v1"))
+    store.upload(build_tarball(tmp_path, "v2"))
+    with pytest.raises(LiveConflict, match="LIVE in s3://nerkit-models/models is None"):
+        store.set_live("v1", expected_current="v0")
+    store.set_live("v1", expected_current=None)
+    with pytest.raises(LiveConflict, match="is 'v1', expected None"):
+        store.set_live("v2", expected_current=None)
+    assert store.set_live("v2", expected_current="v1").version == "v2"
+
+
+class RaceOnLiveWrite:
+    """An S3 client through which a competing publisher moves LIVE just before our write."""
+
+    def __init__(self, s3: S3Client, compete: Callable[[], object]) -> None:
+        self._s3 = s3
+        self._compete: Callable[[], object] | None = compete
+
+    def put_object(self, **kwargs: Any) -> Any:
+        if kwargs["Key"].endswith("LIVE") and self._compete is not None:
+            compete, self._compete = self._compete, None
+            compete()
+        return self._s3.put_object(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+
+@pytest.mark.parametrize("live_before", [None, "v1"])
+def test_a_publisher_that_loses_the_race_gets_live_conflict(
+    store: ModelStore, s3: S3Client, tmp_path: Path, live_before: str | None
+) -> None:
+    for version in ("v1", "v2", "v3"):
+        store.upload(build_tarball(tmp_path, version))
+    if live_before:
+        store.set_live(live_before)
+    rival = ModelStore(BUCKET, "models", s3)
+    racer = ModelStore(BUCKET, "models", RaceOnLiveWrite(s3, lambda: rival.set_live("v2")))
+    with pytest.raises(LiveConflict, match="changed during the update"):
+        racer.set_live("v3")
+    pointer = store.live()
+    assert pointer is not None
+    assert (pointer.version, pointer.previous) == ("v2", live_before)
+
+
+def test_rollback_to_previous_and_back(store: ModelStore, tmp_path: Path) -> None:
+    publish(store, tmp_path, "v1", "v2", "v3")
+    pointer = store.rollback()
+    assert (pointer.version, pointer.previous) == ("v2", "v3")
+    assert store.rollback().version == "v3"  # a second rollback undoes the first
+    assert store.rollback(to="v1").version == "v1"
+    assert live_of(store) == "v1"
+
+
+def test_rollback_with_nothing_to_roll_back_to(store: ModelStore, tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound, match=r"no LIVE model .* nothing to roll back"):
+        store.rollback()
+    publish(store, tmp_path, "v1")
+    with pytest.raises(ArtifactError, match=r"LIVE version v1 .* has no previous version"):
+        store.rollback()
+    with pytest.raises(ModelNotFound, match="version v7 not found"):
+        store.rollback(to="v7")
+    with pytest.raises(ArtifactError, match="v1 is already live"):
+        store.rollback(to="v1")
+    assert live_of(store) == "v1"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "not valid pointer JSON"),
+        (b'["v1"]', "not valid pointer JSON"),
+        (b'{"version": "v1"}', "not valid pointer JSON"),
+        (pointer_json("../.."), "invalid version, key or sha256"),
+        (pointer_json("v1", sha256="abc"), "invalid version, key or sha256"),
+    ],
+)
+def test_a_corrupt_pointer_is_refused(
+    store: ModelStore, s3: S3Client, cache: Path, body: bytes, message: str
+) -> None:
+    put_raw(s3, "models/LIVE", body)
+    with pytest.raises(ArtifactError, match=message):
+        store.fetch(cache)
+    assert entries(cache) == []
+
+
+# -- fetch --------------------------------------------------------------------------------
+
+
+def test_fetch_follows_live(store: ModelStore, cache: Path, tmp_path: Path) -> None:
+    publish(store, tmp_path, "v1")
+    loaded = store.fetch(cache)
+    assert (loaded.path, loaded.version) == (cache / "v1", "v1")
+    assert loaded.source == "s3://nerkit-models/models/v1/model.tar.gz"
+    assert loaded.manifest["version"] == "v1"
+    assert (loaded.path / "model.onnx").read_bytes() == b"onnx v1"
+    assert entries(cache) == ["v1"]  # no temp download or staging left behind
+
+    publish(store, tmp_path, "v2")
+    assert store.fetch(cache).path == cache / "v2"
+    assert store.fetch(cache, version="v1").version == "v1"
+
+
+def test_fetch_reuses_a_verified_extraction_and_repairs_a_damaged_one(
+    store: ModelStore, s3: S3Client, cache: Path, tmp_path: Path
+) -> None:
+    publish(store, tmp_path, "v1")
+    store.fetch(cache)
+    (cache / "v1" / "model.onnx").write_bytes(b"tampered")
+    assert (store.fetch(cache).path / "model.onnx").read_bytes() == b"onnx v1"
+    # With the object gone, only the cached extraction can satisfy the next fetch.
+    s3.delete_object(Bucket=BUCKET, Key="models/v1/model.tar.gz")
+    assert store.fetch(cache).version == "v1"
+
+
+def test_fetch_does_not_reuse_another_tarball_of_the_same_version_name(
+    s3: S3Client, cache: Path, tmp_path: Path
+) -> None:
+    # Two stores sharing one cache, each with its own "v1": the sha256 marker tells them apart.
+    first, second = ModelStore(BUCKET, "first", s3), ModelStore(BUCKET, "second", s3)
+    first.set_live(first.upload(build_tarball(tmp_path, "v1", model=b"first model")))
+    second.set_live(second.upload(build_tarball(tmp_path, "v1", model=b"second model")))
+    assert (first.fetch(cache).path / "model.onnx").read_bytes() == b"first model"
+    assert (second.fetch(cache).path / "model.onnx").read_bytes() == b"second model"
+
+
+def test_fetch_without_live(store: ModelStore, cache: Path) -> None:
+    with pytest.raises(ModelNotFound, match="no LIVE model in s3://nerkit-models/models"):
+        store.fetch(cache)
+
+
+def test_fetch_of_a_missing_version(store: ModelStore, cache: Path) -> None:
+    with pytest.raises(ModelNotFound, match="version v9 not found"):
+        store.fetch(cache, version="v9")
+
+
+def test_pointer_to_a_missing_version(store: ModelStore, s3: S3Client, cache: Path) -> None:
+    put_live(s3, "v9", "0" * 64)
+    with pytest.raises(
+        ModelNotFound, match=re.escape("not found: s3://nerkit-models/models/v9/model.tar.gz")
+    ):
+        store.fetch(cache)
+    assert entries(cache) == []
+
+
+def test_missing_bucket(s3: S3Client, cache: Path) -> None:
+    with pytest.raises(ModelNotFound, match="bucket no-such-bucket does not exist"):
+        resolve("s3://no-such-bucket/models", cache, s3=s3)
+    with pytest.raises(ModelNotFound, match="bucket no-such-bucket does not exist"):
+        ModelStore("no-such-bucket", "models", s3).versions()
+
+
+def test_corrupt_tarball_in_s3(store: ModelStore, s3: S3Client, cache: Path) -> None:
+    put_live(s3, "v1", put_raw(s3, "models/v1/model.tar.gz", b"\x1f\x8b garbage"))
+    with pytest.raises(ArtifactError, match=r"not a readable \.tar\.gz"):
+        store.fetch(cache)
+    assert entries(cache) == []
+
+
+def test_checksum_mismatch_between_pointer_and_object(
+    store: ModelStore, s3: S3Client, cache: Path, tmp_path: Path
+) -> None:
+    publish(store, tmp_path, "v1")
+    forged = build_tarball(tmp_path, "v1", model=b"swapped weights").read_bytes()
+    put_raw(s3, "models/v1/model.tar.gz", forged)
+    with pytest.raises(ArtifactError, match="checksum mismatch: s3://nerkit-models/models/v1"):
+        store.fetch(cache)
+    assert entries(cache) == []
+
+
+def test_path_traversal_tarball_in_s3(
+    store: ModelStore, s3: S3Client, tmp_path: Path, cache: Path
+) -> None:
+    crafted = tarball_with(tmp_path, "v1", tarfile.TarInfo("../escape"), b"pwned")
+    put_live(s3, "v1", put_raw(s3, "models/v1/model.tar.gz", crafted.read_bytes()))
+    with pytest.raises(ArtifactError, match=re.escape("unsafe path in artifact: '../escape'")):
+        store.fetch(cache)
+    assert entries(cache) == []
+    assert not (tmp_path / "escape").exists()
+
+
+def test_tarball_of_another_version(store: ModelStore, s3: S3Client, tmp_path: Path) -> None:
+    other = build_tarball(tmp_path, "v2").read_bytes()
+    put_live(s3, "v1", put_raw(s3, "models/v1/model.tar.gz", other))
+    with pytest.raises(ArtifactError, match="holds version v2, not v1"):
+        store.fetch(tmp_path / "cache")
+
+
+def test_access_denied(cache: Path) -> None:
+    client = boto3.client("s3")
+    stubber = Stubber(client)
+    stubber.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
+    with stubber, pytest.raises(ArtifactError, match="access denied to s3://private/models/LIVE"):
+        resolve("s3://private/models", cache, s3=client)
+
+
+def test_unreachable_endpoint(cache: Path) -> None:
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{_free_port()}",
+        config=Config(retries={"max_attempts": 1}),
+    )
+    with pytest.raises(ArtifactError, match="cannot reach S3 for s3://bkt/models/LIVE"):
+        live_version("s3://bkt/models", s3=client)
+
+
+# -- resolve / live_version ---------------------------------------------------------------
+
+
+def test_resolve_follows_live_for_a_prefix(s3: S3Client, cache: Path, tmp_path: Path) -> None:
+    # No client passed: the store creates its own, which moto intercepts as well.
+    publish(ModelStore(BUCKET, "models"), tmp_path, "v1", "v2")
+    loaded = resolve(URI, cache)
+    assert (loaded.version, loaded.path) == ("v2", cache / "v2")
+
+
+def test_resolve_single_object(s3: S3Client, cache: Path, tmp_path: Path) -> None:
+    sha256 = put_raw(s3, "exports/ner.tar.gz", build_tarball(tmp_path, "v5").read_bytes())
+    loaded = resolve(f"s3://{BUCKET}/exports/ner.tar.gz", cache, s3=s3)
+    assert loaded.version == "v5"
+    assert loaded.path == cache / f"_sha256-{sha256[:16]}"
+    assert loaded.source == f"s3://{BUCKET}/exports/ner.tar.gz"
+    with pytest.raises(
+        ModelNotFound, match=re.escape("not found: s3://nerkit-models/exports/none.tar.gz")
+    ):
+        resolve(f"s3://{BUCKET}/exports/none.tar.gz", cache, s3=s3)
+
+
+def test_resolve_local_tarball_and_its_cache(tmp_path: Path, cache: Path) -> None:
+    tar = build_tarball(tmp_path, "v3")
+    loaded = resolve(str(tar), cache)
+    assert loaded.version == "v3"
+    assert loaded.path.parent == cache
+    inode = loaded.path.stat().st_ino
+    # Re-extraction would replace the directory (new inode); reuse keeps it.
+    assert resolve(str(tar), cache).path.stat().st_ino == inode
+
+
+def test_resolve_local_directory_is_verified_in_place(tmp_path: Path, cache: Path) -> None:
+    tar = build_tarball(tmp_path, "v4")
+    model_dir = tar.parent / "model"
+    loaded = resolve(str(model_dir), cache)
+    assert (loaded.path, loaded.version, loaded.source) == (model_dir, "v4", str(model_dir))
+    assert not cache.exists()
+    (model_dir / "model.onnx").write_bytes(b"onnx v5")  # same size, other bytes
+    with pytest.raises(ArtifactError, match=r"checksum mismatch: model\.onnx"):
+        resolve(str(model_dir), cache)
+
+
+def test_resolve_refuses_missing_and_unsafe_local_tarballs(tmp_path: Path, cache: Path) -> None:
+    with pytest.raises(ModelNotFound, match="no model at"):
+        resolve(str(tmp_path / "absent.tar.gz"), cache)
+    with pytest.raises(ArtifactError, match="no model URI"):
+        resolve("", cache)
+    crafted = tarball_with(tmp_path, "v1", _symlink("tokenizer.json", "/etc/passwd"), b"")
+    with pytest.raises(ArtifactError, match="regular files only"):
+        resolve(str(crafted), cache)
+    assert entries(cache) == []
+
+
+def _symlink(name: str, target: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info
+
+
+def test_live_version(store: ModelStore, s3: S3Client, tmp_path: Path) -> None:
+    assert live_version(URI, s3=s3) is None
+    publish(store, tmp_path, "v1")
+    assert live_version(URI, s3=s3) == "v1"
+    assert live_version(f"s3://{BUCKET}/exports/ner.tar.gz", s3=s3) is None
+    assert live_version(str(tmp_path)) is None
+
+
+# -- models_cli ---------------------------------------------------------------------------
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
+    code = models_cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, json.loads(out if code == 0 else err)
+
+
+def test_cli_end_to_end(s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    where = ["--bucket", BUCKET, "--prefix", "models"]
+    v1, v2 = build_tarball(tmp_path, "v1"), build_tarball(tmp_path, "v2")
+    assert cli(capsys, "upload", str(v1), "--uri", URI) == (
+        0,
+        {"version": "v1", "uri": f"{URI}/v1/model.tar.gz"},
+    )
+    assert cli(capsys, "live", *where) == (0, None)
+    code, pointer = cli(capsys, "publish", str(v2), *where)
+    assert (code, pointer["version"], pointer["previous"]) == (0, "v2", None)
+    assert pointer["sha256"] == sha256_file(v2)
+
+    code, listing = cli(capsys, "list", "--uri", URI)
+    assert (code, listing["live"], listing["uri"]) == (0, "v2", URI)
+    assert [item["version"] for item in listing["versions"]] == ["v1", "v2"]
+
+    code, pointer = cli(capsys, "rollback", "--to", "v1", "--uri", URI)
+    assert (code, pointer["version"], pointer["previous"]) == (0, "v1", "v2")
+    code, pointer = cli(capsys, "rollback", "--uri", URI)
+    assert (code, pointer["version"]) == (0, "v2")
+    assert cli(capsys, "live", "--uri", URI)[1]["version"] == "v2"
+
+
+def test_cli_reports_errors_as_json(
+    s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(capsys, "rollback", "--uri", URI) == (
+        1,
+        {"error": f"no LIVE model in {URI}: nothing to roll back"},
+    )
+    code, error = cli(capsys, "upload", str(tmp_path / "absent.tar.gz"), "--uri", URI)
+    assert code == 1
+    assert "not a readable .tar.gz" in error["error"]
+    with pytest.raises(SystemExit) as usage:
+        models_cli.main(["list", "--uri", URI, "--prefix", "other"])
+    assert usage.value.code == 2
+
+
+# -- a real HTTP S3 (moto_server) ---------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_serving(endpoint, server)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _wait_until_serving(endpoint: str, server: subprocess.Popen[bytes]) -> None:
+    # Readiness polling only; the generous deadline just stops a broken server hanging CI.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError("moto_server exited during start-up")
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+            return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.1)
+    raise RuntimeError("moto_server did not start")
+
+
+@pytest.mark.slow
+def test_through_a_real_s3_endpoint(
+    moto_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    for version in ("v1", "v2"):
+        assert cli(capsys, "publish", str(build_tarball(tmp_path, version)), "--uri", URI)[0] == 0
+
+    loaded = resolve(URI, tmp_path / "cache")
+    assert (loaded.version, (loaded.path / "model.onnx").read_bytes()) == ("v2", b"onnx v2")
+    assert live_version(URI) == "v2"
+
+    # Conditional writes over HTTP: no overwrite of a version, no lost LIVE update.
+    store = ModelStore.from_uri(URI)
+    with pytest.raises(VersionExists):
+        store.upload(build_tarball(tmp_path, "v1", model=b"other weights"))
+    store.upload(build_tarball(tmp_path, "v3"))
+    racer = ModelStore.from_uri(URI, RaceOnLiveWrite(store.s3, lambda: store.rollback()))
+    with pytest.raises(LiveConflict):
+        racer.set_live("v3")
+    assert live_version(URI) == "v1"

@@ -1,0 +1,270 @@
+"""``make run``: serve the API and the page locally, loading the model from S3 as on Lambda.
+
+A moto S3 server stands in for S3: the artifact is published to it with ``ModelStore`` (upload,
+then LIVE) and the app starts with ``MODEL_URI=s3://<bucket>/<prefix>``, so the local run walks
+the same load path (LIVE pointer, download, checksum, extraction) as a Lambda cold start.
+
+    python scripts/run_local.py [--artifact PATH] [--port PORT]
+
+Ctrl-C or SIGTERM stops uvicorn gracefully, then the moto server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, Python puts scripts/ on the path, not the repository root.
+sys.path.insert(0, str(REPO_ROOT))
+
+import boto3  # noqa: E402
+import uvicorn  # noqa: E402
+
+from nerkit.api.app import create_app  # noqa: E402
+from nerkit.artifact import ArtifactError  # noqa: E402
+from nerkit.store import ModelStore  # noqa: E402
+
+DEFAULT_ARTIFACT = REPO_ROOT / "models" / "default" / "model.tar.gz"
+HOST = "127.0.0.1"
+BUCKET = "nerkit-local-models"
+PREFIX = "models"
+# moto imports every AWS service model on start; a slow shared machine can take a while.
+STARTUP_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 10.0
+SAMPLE_TEXT = "Angela Merkel met Tim Cook in Berlin."
+
+
+class Shutdown(Exception):
+    """SIGINT or SIGTERM arrived: unwind through the ``finally`` blocks that clean up."""
+
+
+class StartupError(Exception):
+    """Something the local run needs is missing or did not start; the message says what."""
+
+
+def _raise_shutdown(signum: int, _frame: FrameType | None) -> None:
+    raise Shutdown(signal.Signals(signum).name)
+
+
+@contextmanager
+def signals_ignored() -> Iterator[None]:
+    """A second Ctrl-C must not interrupt the cleanup of the first."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--artifact",
+        type=Path,
+        default=DEFAULT_ARTIFACT,
+        help=f"model.tar.gz to publish (default: {DEFAULT_ARTIFACT.relative_to(REPO_ROOT)})",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PORT", "8080")),
+        help="port of the API on 127.0.0.1 (default: $PORT or 8080)",
+    )
+    return parser.parse_args(argv)
+
+
+def check_artifact(path: Path) -> None:
+    if path.is_file():
+        return
+    if path == DEFAULT_ARTIFACT:
+        raise StartupError(
+            f"no default model at {path.relative_to(REPO_ROOT)}: train it with "
+            "`make train-default`, or pass --artifact PATH to any model.tar.gz"
+        )
+    raise StartupError(f"--artifact {path} is not a file")
+
+
+def check_port_free(port: int) -> None:
+    """Fail before publishing anything, with a hint, instead of deep in uvicorn's startup."""
+    with socket.socket() as probe:
+        # As uvicorn does, so connections of an earlier run in TIME_WAIT do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            raise StartupError(
+                f"port {port} on {HOST} is in use: stop what holds it or set PORT=<free port>"
+            ) from None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def http_status(url: str) -> int | None:
+    """The status of a GET, or ``None`` while nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def wait_until(ready: Callable[[], bool], gone: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not ready():
+        if gone():
+            raise StartupError(f"{what} stopped during startup")
+        if time.monotonic() > deadline:
+            raise StartupError(f"{what} did not come up within {STARTUP_TIMEOUT_S:.0f} s")
+        time.sleep(0.2)
+
+
+def start_moto(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start moto_server on a free loopback port; return the process and its endpoint."""
+    port = free_port()
+    endpoint = f"http://{HOST}:{port}"
+    with log_path.open("wb") as log:
+        # Its own session: the terminal's Ctrl-C goes to this script only, which then stops
+        # uvicorn first and moto last, instead of S3 vanishing under a running app.
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(
+            lambda: http_status(f"{endpoint}/moto-api/") == 200,
+            lambda: process.poll() is not None,
+            "moto_server",
+        )
+    except StartupError as exc:
+        stop_process(process)
+        # The log lives in a temporary directory that is about to go: show its end now.
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-20:]
+        raise StartupError("\n".join([str(exc), *tail])) from None
+    except BaseException:
+        stop_process(process)
+        raise
+    return process, endpoint
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def use_local_s3(endpoint: str) -> None:
+    """Point boto3 (here and in the app) at moto with throwaway credentials, never real ones."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        os.environ.pop(name, None)
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+
+
+def publish(artifact: Path) -> str:
+    """Create the bucket, upload the artifact as a version and make it LIVE; return it."""
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    store = ModelStore(BUCKET, PREFIX)
+    version = store.upload(artifact)
+    store.set_live(version)
+    return version
+
+
+def announce_when_ready(server: uvicorn.Server, base_url: str) -> None:
+    """Print the page URL and a curl example once /ready says the model is loaded."""
+    while not server.should_exit:
+        if http_status(f"{base_url}ready") == 200:
+            curl = (
+                f"curl -s {base_url}v1/entities -H 'content-type: application/json' "
+                f"""-d '{{"text": "{SAMPLE_TEXT}"}}'"""
+            )
+            print(f"\nReady. Page: {base_url}\nTry:   {curl}\nCtrl-C stops.\n", flush=True)
+            return
+        time.sleep(0.2)
+
+
+def serve(port: int) -> bool:
+    """Run the app until a signal; return whether it started at all."""
+    # The app reads MODEL_URI and the rest from the environment, as on Lambda.
+    app = create_app()
+    # The app logs every request itself (JSON, as in CloudWatch); uvicorn's access log would
+    # repeat each line.
+    config = uvicorn.Config(app, host=HOST, port=port, log_level="info", access_log=False)
+    server = uvicorn.Server(config)
+    base_url = f"http://{HOST}:{port}/"
+    threading.Thread(target=announce_when_ready, args=(server, base_url), daemon=True).start()
+    # uvicorn handles SIGINT/SIGTERM itself (graceful shutdown) and then re-raises the signal
+    # to the handler installed before it, ours, which ends this run like any other signal.
+    server.run()
+    return server.started
+
+
+def run(args: argparse.Namespace, workdir: Path) -> int:
+    check_artifact(args.artifact)
+    check_port_free(args.port)
+    moto, endpoint = start_moto(workdir / "moto.log")
+    try:
+        use_local_s3(endpoint)
+        version = publish(args.artifact)
+        model_uri = f"s3://{BUCKET}/{PREFIX}"
+        print(f"Local S3 (moto_server): {endpoint}", flush=True)
+        print(f"Model {version} is LIVE at {model_uri}", flush=True)
+        # A fresh cache per run: the model is downloaded from S3 at start, as on a cold start.
+        os.environ.update(MODEL_URI=model_uri, MODEL_CACHE_DIR=str(workdir / "model-cache"))
+        if not serve(args.port):
+            raise StartupError("the API did not start; see the log above")
+    finally:
+        with signals_ignored():
+            stop_process(moto)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_shutdown)
+    try:
+        with tempfile.TemporaryDirectory(prefix="nerkit-run-local-") as workdir:
+            return run(args, Path(workdir))
+    except Shutdown as stop:
+        print(f"Stopped ({stop}).", flush=True)
+        return 0
+    except (StartupError, ArtifactError) as exc:
+        print(f"run_local: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""``scripts/run_local.py`` (``make run``) end to end: moto S3, publish, serve, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = REPO_ROOT / "scripts" / "run_local.py"
+# Generous: moto and the app import a lot on a shared, busy CI machine.
+STARTUP_WAIT_S = 300.0
+EXIT_WAIT_S = 60.0
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def moto_children(parent: int) -> list[int]:
+    """Children of ``parent`` running moto's server, from /proc (ppid follows the name)."""
+    children = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue  # exited while listing
+        if ppid == parent and b"moto.server" in cmdline:
+            children.append(int(proc.name))
+    return children
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class OutputReader:
+    """Drains a process's output in a thread (a full pipe would block it) into a queue."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        assert process.stdout is not None
+        stream = process.stdout
+        threading.Thread(
+            target=lambda: [self.lines.put(line) for line in stream], daemon=True
+        ).start()
+
+    def wait_for(self, pattern: str, process: subprocess.Popen[str]) -> re.Match[str]:
+        deadline = time.monotonic() + STARTUP_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.seen.append(line)
+            if match := re.search(pattern, line):
+                return match
+        pytest.fail(f"no line matching {pattern!r}; output:\n{''.join(self.seen)}")
+
+
+@pytest.fixture
+def run_local(tiny_artifact_tar: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--artifact", str(tiny_artifact_tar)],
+        env={**os.environ, "PORT": str(port), "PYTHONUNBUFFERED": "1"},
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_run_local_serves_the_s3_model_and_stops_cleanly(
+    run_local: tuple[subprocess.Popen[str], int],
+) -> None:
+    process, port = run_local
+    output = OutputReader(process)
+    moto_endpoint = output.wait_for(r"Local S3 \(moto_server\): (http://\S+)", process)[1]
+    url = output.wait_for(rf"Page: (http://127\.0\.0\.1:{port}/)\s*$", process)[1]
+    moto_pids = moto_children(process.pid)
+    assert moto_pids, "moto_server should run as a child of run_local.py"
+
+    answer = httpx.post(
+        f"{url}v1/entities", json={"text": "Angela Merkel met Tim Cook in Berlin."}, timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model_version"] == "test-1"  # the version published to (and read from) S3
+    assert all(
+        {"entity_group", "score", "word", "start", "end"} <= set(e) for e in body["entities"]
+    )
+    page = httpx.get(url, timeout=60)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "v1/entities" in page.text
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=EXIT_WAIT_S) == 0, "".join(output.seen)
+    assert not [pid for pid in moto_pids if process_exists(pid)], "moto_server was left running"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{moto_endpoint}/moto-api/", timeout=10)
+
+
+def test_run_local_without_an_artifact_says_how_to_get_one(tmp_path: Path) -> None:
+    missing = tmp_path / "model.tar.gz"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--artifact", str(missing)],
+        env={**os.environ, "PORT": str(free_port())},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=EXIT_WAIT_S,
+    )
+    assert result.returncode == 1
+    assert f"--artifact {missing} is not a file" in result.stderr

@@ -1,0 +1,6 @@
+"""The serving HTTP API (FastAPI): ``nerkit.api.app`` builds it, ``lambda/handler.py`` serves it.
+
+One module per concern: ``settings`` (environment), ``model`` (lazy load and refresh),
+``schemas`` (bodies), ``body`` (reading JSON safely), ``errors`` (the error envelope),
+``gateway`` (API Gateway stage prefixes), ``logs`` (request logs and EMF metrics).
+"""

@@ -1,0 +1,261 @@
+"""The HTTP API: ``create_app(settings)`` and the module-level ``app`` Lambda serves.
+
+Routes: ``GET /health`` (liveness), ``GET /ready`` (loads the model), ``GET /v1/model``,
+``POST /v1/entities``, ``GET /`` (the page, when enabled), ``/docs`` and ``/openapi.json``.
+Building the app does no I/O beyond reading the page: the model loads on first use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from time import perf_counter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse
+from pydantic import ValidationError
+
+from nerkit import __version__
+from nerkit.api import errors, logs
+from nerkit.api.body import read_json
+from nerkit.api.errors import ApiError, validation_details
+from nerkit.api.gateway import ApiGatewayPrefixMiddleware
+from nerkit.api.model import LoadedModel, ModelHolder, ModelUnavailableError
+from nerkit.api.schemas import (
+    SCORE_DECIMALS,
+    BatchEntitiesResponse,
+    EntitiesRequest,
+    EntitiesResponse,
+    EntityOut,
+    ErrorResponse,
+    Health,
+    ModelInfo,
+    Ready,
+    TextEntities,
+)
+from nerkit.api.settings import Settings
+from nerkit.decoding import Entity
+
+PAGE = Path(__file__).with_name("page.html")
+_UNAVAILABLE = {503: {"model": ErrorResponse, "description": "No model can be loaded."}}
+_BAD_REQUEST = {
+    400: {"model": ErrorResponse, "description": "Not UTF-8 (invalid_encoding) or not JSON."},
+    413: {"model": ErrorResponse, "description": "The body is over MAX_BODY_BYTES."},
+    415: {"model": ErrorResponse, "description": "The body is not application/json."},
+    422: {"model": ErrorResponse, "description": "The JSON does not fit the schema or limits."},
+}
+
+router = APIRouter()
+
+
+def _holder(request: Request) -> ModelHolder:
+    holder: ModelHolder = request.app.state.model
+    return holder
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+Holder = Annotated[ModelHolder, Depends(_holder)]
+CurrentSettings = Annotated[Settings, Depends(_settings)]
+
+
+def _model(holder: ModelHolder) -> LoadedModel:
+    try:
+        return holder.get()
+    except ModelUnavailableError as exc:
+        raise ApiError(503, "model_unavailable", str(exc)) from None
+
+
+def _loaded_model(request: Request, holder: Holder) -> LoadedModel:
+    # A sync dependency, so FastAPI runs a (slow) first load in its thread pool.
+    model = _model(holder)
+    logs.request_record(request.scope).model_version = model.version
+    return model
+
+
+Model = Annotated[LoadedModel, Depends(_loaded_model)]
+
+
+@router.get("/health", summary="Liveness: the process answers (no model needed)")
+def health() -> Health:
+    return Health()
+
+
+@router.get("/ready", summary="Readiness: the model is loaded", responses=_UNAVAILABLE)
+def ready(model: Model, holder: Holder) -> Ready:
+    return Ready(model_version=model.version, refresh_error=holder.status().error)
+
+
+@router.get("/v1/model", summary="The served model", responses=_UNAVAILABLE)
+def model_info(model: Model) -> ModelInfo:
+    manifest = model.manifest
+    return ModelInfo(
+        name=manifest["name"],
+        version=model.version,
+        entity_types=model.engine.entity_types,
+        labels=model.engine.labels,
+        max_seq_length=manifest["max_seq_length"],
+        base_model=manifest.get("base_model"),
+        created_at=manifest.get("created_at"),
+        metrics=manifest.get("metrics"),
+    )
+
+
+@router.post(
+    "/v1/entities",
+    summary="Find the named entities in one text or a batch",
+    responses={**_BAD_REQUEST, **_UNAVAILABLE},
+    # The body is read by hand (see nerkit.api.body), so its schema is declared here.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": EntitiesRequest.model_json_schema(),
+                    "examples": {
+                        "text": {"value": {"text": "Angela Merkel met Tim Cook in Berlin."}},
+                        "texts": {
+                            "value": {
+                                "texts": ["Paris is in France.", "Ada Lovelace"],
+                                "labels": ["PER", "LOC"],
+                                "min_score": 0.5,
+                            }
+                        },
+                    },
+                }
+            },
+        }
+    },
+)
+async def entities(
+    request: Request, holder: Holder, settings: CurrentSettings
+) -> EntitiesResponse | BatchEntitiesResponse:
+    payload = await read_json(request, settings.max_body_bytes)
+    try:
+        body = EntitiesRequest.model_validate(
+            payload,
+            context={"max_texts": settings.max_texts, "max_text_chars": settings.max_text_chars},
+        )
+    except ValidationError as exc:
+        raise ApiError(
+            422, "validation_error", "the request is not valid", validation_details(exc.errors())
+        ) from None
+    # Loaded only for a valid request: a client error is reported even while no model loads.
+    model = await run_in_threadpool(_model, holder)
+    _check_labels(body.labels, model)
+    texts = body.inputs
+    record = logs.request_record(request.scope)
+    record.model_version = model.version
+    record.n_texts, record.n_chars = len(texts), sum(map(len, texts))
+    if settings.log_text:
+        record.texts = texts
+    started = perf_counter()
+    results = await run_in_threadpool(
+        model.engine.predict,
+        texts,
+        aggregation=body.aggregation,
+        labels=body.labels,
+        min_score=body.min_score,
+    )
+    took_ms = round((perf_counter() - started) * 1000, 2)
+    record.n_entities = sum(map(len, results))
+    if body.text is not None:
+        return EntitiesResponse(
+            entities=_entities(results[0]), model_version=model.version, took_ms=took_ms
+        )
+    return BatchEntitiesResponse(
+        results=[TextEntities(entities=_entities(found)) for found in results],
+        model_version=model.version,
+        took_ms=took_ms,
+    )
+
+
+def _check_labels(labels: list[str] | None, model: LoadedModel) -> None:
+    known = model.engine.entity_types
+    unknown = [
+        {
+            "loc": ["labels", index],
+            "type": "unknown_label",
+            "msg": f"unknown entity type {label!r}; this model has {', '.join(known)}",
+        }
+        for index, label in enumerate(labels or [])
+        if label not in known
+    ]
+    if unknown:
+        raise ApiError(422, "validation_error", "the request is not valid", unknown)
+
+
+def _entities(found: list[Entity]) -> list[EntityOut]:
+    return [
+        EntityOut(
+            entity_group=entity.entity_group,
+            score=round(float(entity.score), SCORE_DECIMALS),
+            word=entity.word,
+            start=entity.start,
+            end=entity.end,
+        )
+        for entity in found
+    ]
+
+
+def _page_router(page: str) -> APIRouter:
+    page_router = APIRouter()
+
+    @page_router.get("/", include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    return page_router
+
+
+def _description(settings: Settings) -> str:
+    return (
+        "Named-entity recognition (ONNX, CPU). Send `text` or `texts` to `POST /v1/entities`.\n\n"
+        f"Limits: at most {settings.max_texts} texts of {settings.max_text_chars} characters "
+        f"each, and {settings.max_body_bytes} bytes of JSON.\n\n"
+        'Every error is `{"error": {"code", "message", "details", "request_id"}}`: '
+        "400 `invalid_json` / `invalid_encoding`, 404 `not_found`, 405 `method_not_allowed`, "
+        "413 `payload_too_large`, 415 `unsupported_media_type`, 422 `validation_error` "
+        "(limits included), 500 `internal_error`, 503 `model_unavailable`."
+    )
+
+
+def create_app(settings: Settings | None = None, *, model: ModelHolder | None = None) -> FastAPI:
+    """The API for ``settings`` (default: from the environment), serving ``model`` (default:
+    a ``ModelHolder`` for those settings; tests pass one with a fake store or clock)."""
+    settings = settings or Settings.from_env()
+    logs.configure()
+    app = FastAPI(
+        title="nerkit",
+        version=__version__,
+        description=_description(settings),
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.model = model or ModelHolder(settings)
+    errors.install(app)
+    app.include_router(router)
+    if settings.enable_page:
+        app.include_router(_page_router(PAGE.read_text(encoding="utf-8")))
+    # Added innermost first: the request log wraps everything, so it sees the final status.
+    app.add_middleware(errors.UnhandledErrorMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["content-type", "x-api-key"],
+            expose_headers=["x-request-id"],
+            max_age=600,
+        )
+    app.add_middleware(ApiGatewayPrefixMiddleware, base_path=settings.api_base_path)
+    app.add_middleware(logs.RequestLogMiddleware, log_text=settings.log_text)
+    return app
+
+
+app = create_app()

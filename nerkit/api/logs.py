@@ -1,0 +1,198 @@
+"""Structured JSON logs, one line per request, that double as CloudWatch metrics.
+
+Every request produces exactly one JSON line on stdout (logger ``nerkit.api.request``)::
+
+    {"level": "INFO", "message": "request", "request_id": "...", "method": "POST",
+     "route": "/v1/entities", "status": 200, "latency_ms": 12.5, "model_version": "...",
+     "n_texts": 1, "n_chars": 42, "n_entities": 3, "_aws": {...}, "Service": "...", ...}
+
+``request_id`` is the Lambda ``aws_request_id`` (from Mangum's ``scope["aws.context"]``) when
+there is one, else a random id; it is also sent back as the ``X-Request-Id`` header. The
+user's text is never logged unless ``LOG_TEXT`` is on (then as ``texts``).
+
+The same line is a CloudWatch Embedded Metric Format (EMF) document, so CloudWatch extracts
+metrics from it without any API call. Namespace ``nerkit``, dimensions ``Service`` (the Lambda
+function name, else ``nerkit``) and ``Route`` (method and route template, ``unmatched`` for
+404s), both low-cardinality. The model version is a plain field, not a dimension. Metrics:
+
+- ``Latency`` (Milliseconds): time from the request to the end of the response.
+- ``Errors`` (Count): 1 for a 5xx response (503 model_unavailable included), else 0.
+- ``Texts`` (Count): texts tagged (POST /v1/entities only, successful requests).
+- ``Entities`` (Count): entities returned (POST /v1/entities only, successful requests).
+
+EMF must be the whole log event, so these lines bypass the root logger (whose Lambda handler
+prefixes a level and request id) and go straight to stdout, which Lambda ships line by line.
+Other ``nerkit.api`` records (model loads, unhandled errors) use the same JSON format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+NAMESPACE = "nerkit"
+SCOPE_KEY = "nerkit.request"
+LOGGER = "nerkit.api"
+_request_log = logging.getLogger(f"{LOGGER}.request")
+
+
+@dataclass
+class RequestRecord:
+    """What a request contributes to its log line; handlers fill in the model fields."""
+
+    request_id: str
+    model_version: str | None = None
+    n_texts: int | None = None
+    n_chars: int | None = None
+    n_entities: int | None = None
+    texts: list[str] = field(default_factory=list)
+
+
+def request_record(scope: Scope) -> RequestRecord:
+    """The record ``RequestLogMiddleware`` attached to this request's scope."""
+    record: RequestRecord = scope[SCOPE_KEY]
+    return record
+
+
+class JsonFormatter(logging.Formatter):
+    """A record as one JSON object per line; ``extra={"fields": {...}}`` adds top-level keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            line["exception"] = "".join(traceback.format_exception(*record.exc_info))
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class _StdoutHandler(logging.Handler):
+    """Writes to whatever ``sys.stdout`` is at the time (test capture replaces it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stdout.write(self.format(record) + "\n")
+            sys.stdout.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def configure() -> None:
+    """Send ``nerkit.api`` records to stdout as JSON lines (idempotent)."""
+    logger = logging.getLogger(LOGGER)
+    if not any(isinstance(handler, _StdoutHandler) for handler in logger.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _request_id(scope: Scope) -> str:
+    context = scope.get("aws.context")
+    request_id = getattr(context, "aws_request_id", None)
+    return request_id if isinstance(request_id, str) and request_id else uuid.uuid4().hex
+
+
+def _route(scope: Scope) -> str:
+    """The matched route's template (low-cardinality, unlike the path), or ``unmatched``."""
+    route = scope.get("route")
+    if route is None and "endpoint" in scope:
+        # Plain Starlette routes (/docs, /openapi.json) record only their endpoint.
+        routes = getattr(scope.get("app"), "routes", [])
+        route = next((r for r in routes if getattr(r, "endpoint", None) is scope["endpoint"]), None)
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+def _emf(route: str, status: int, latency_ms: float, record: RequestRecord) -> dict[str, Any]:
+    metrics = {"Latency": (latency_ms, "Milliseconds"), "Errors": (int(status >= 500), "Count")}
+    if record.n_texts is not None and record.n_entities is not None:
+        metrics["Texts"] = (record.n_texts, "Count")
+        metrics["Entities"] = (record.n_entities, "Count")
+    return {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["Service", "Route"]],
+                    "Metrics": [
+                        {"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()
+                    ],
+                }
+            ],
+        },
+        "Service": os.environ.get("AWS_LAMBDA_FUNCTION_NAME", NAMESPACE),
+        "Route": route,
+        **{name: value for name, (value, _) in metrics.items()},
+    }
+
+
+class RequestLogMiddleware:
+    """Time each HTTP request, tag it with a request id and write its log/metrics line."""
+
+    def __init__(self, app: ASGIApp, *, log_text: bool) -> None:
+        self.app = app
+        self.log_text = log_text
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        record = RequestRecord(request_id=_request_id(scope))
+        scope[SCOPE_KEY] = record
+        status = 500  # what the client gets if the app dies before answering
+
+        async def tagging_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [
+                    *message.get("headers", []),
+                    (b"x-request-id", record.request_id.encode()),
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tagging_send)
+        finally:
+            latency_ms = round((time.perf_counter() - started) * 1000, 2)
+            self._log(scope, status, latency_ms, record)
+
+    def _log(self, scope: Scope, status: int, latency_ms: float, record: RequestRecord) -> None:
+        route = _route(scope)
+        method = scope["method"]
+        fields: dict[str, Any] = {
+            "request_id": record.request_id,
+            "method": method,
+            "route": route,
+            "status": status,
+            "latency_ms": latency_ms,
+            "model_version": record.model_version,
+            "n_texts": record.n_texts,
+            "n_chars": record.n_chars,
+            "n_entities": record.n_entities,
+        }
+        if self.log_text and record.texts:
+            fields["texts"] = record.texts
+        fields.update(_emf(f"{method} {route}", status, latency_ms, record))
+        _request_log.info("request", extra={"fields": fields})

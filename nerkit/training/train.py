@@ -244,6 +244,8 @@ def train(
             single_sentence_prob=hp.single_sentence_prob,
         )
     )
+    # Random packing varies the batch count per epoch a little: the schedule is sized on one
+    # sample, and steps past its end run at learning rate 0.
     steps_per_epoch = math.ceil(windows_per_epoch / hp.batch_size)
     total_steps = math.ceil(steps_per_epoch * hp.epochs)
     if hp.max_steps > 0:
@@ -262,7 +264,8 @@ def train(
     started = time.perf_counter()
     epoch = int(state["epoch"])
     step = int(state["step"])
-    while step < total_steps:
+    n_epochs = math.ceil(hp.epochs)
+    while epoch < n_epochs and not (hp.max_steps > 0 and step >= hp.max_steps):
         epoch += 1
         epoch_started = time.perf_counter()
         windows = document_windows(
@@ -274,7 +277,11 @@ def train(
             rng=rng,
             single_sentence_prob=hp.single_sentence_prob,
         )
-        batches = length_batches(windows, hp.batch_size, rng)[: total_steps - step]
+        batches = length_batches(windows, hp.batch_size, rng)
+        if epoch == n_epochs and hp.epochs % 1:  # a fractional last epoch
+            batches = batches[: math.ceil(len(batches) * (hp.epochs % 1))]
+        if hp.max_steps > 0:
+            batches = batches[: hp.max_steps - step]
         model.train()
         losses: list[float] = []
         for index, batch in enumerate(_progress(batches, epoch)):

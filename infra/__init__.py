@@ -1,0 +1,1 @@
+"""CDK infrastructure of the NER service (app, settings, stack and its constructs)."""

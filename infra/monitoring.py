@@ -1,0 +1,166 @@
+"""Alarms (to an SNS topic) and a CloudWatch dashboard for serving and training.
+
+The service's own metrics come from its request log lines in CloudWatch Embedded Metric
+Format (``nerkit/api/logs.py``): namespace ``nerkit``, dimensions ``Service`` (the function
+name) and ``Route``. Graphs use SEARCH expressions so every route shows up without listing
+the routes here.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from infra.settings import Settings
+
+# Must match nerkit.api.logs.NAMESPACE (tests/infra/test_stack.py checks it).
+EMF_NAMESPACE = "nerkit"
+EMF_METRICS = ("Latency", "Texts", "Entities", "Errors")
+PERIOD = Duration.minutes(5)
+
+
+class Monitoring(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: Settings,
+        function: lambda_.IFunction,
+        api: apigw.RestApi,
+        state_machine: sfn.StateMachine,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.topic = sns.Topic(
+            self, "Alarms", display_name=f"nerkit {settings.stage} alarms", enforce_ssl=True
+        )
+        if settings.alarm_email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(settings.alarm_email))
+        self.alarms = self._alarms(function, api, state_machine)
+        action = cw_actions.SnsAction(self.topic)
+        for alarm in self.alarms:
+            alarm.add_alarm_action(action)
+            alarm.add_ok_action(action)
+        self.dashboard = self._dashboard(settings, function, api, state_machine)
+
+    def _alarms(
+        self, function: lambda_.IFunction, api: apigw.RestApi, state_machine: sfn.StateMachine
+    ) -> list[cw.Alarm]:
+        # A handled request never raises, so any Lambda error is a crash, timeout or OOM.
+        errors = function.metric_errors(period=PERIOD, statistic="Sum").create_alarm(
+            self,
+            "FunctionErrors",
+            alarm_description="The serving Lambda failed (crash, timeout or out of memory).",
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        throttles = function.metric_throttles(period=PERIOD, statistic="Sum").create_alarm(
+            self,
+            "FunctionThrottles",
+            alarm_description="Lambda refused invocations: concurrency limit reached.",
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        # 5XXError's Average is the fraction of requests answered with a 5xx.
+        server_errors = api.metric_server_error(period=PERIOD, statistic="Average").create_alarm(
+            self,
+            "Api5xx",
+            alarm_description="More than 1% of API requests got a 5xx in two 5-minute periods.",
+            threshold=0.01,
+            evaluation_periods=2,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        training = state_machine.metric_failed(period=PERIOD, statistic="Sum").create_alarm(
+            self,
+            "TrainingFailed",
+            alarm_description="A training run failed or its model was rejected by the gate.",
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        return [errors, throttles, server_errors, training]
+
+    def _dashboard(
+        self,
+        settings: Settings,
+        function: lambda_.IFunction,
+        api: apigw.RestApi,
+        state_machine: sfn.StateMachine,
+    ) -> cw.Dashboard:
+        dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=f"nerkit-{settings.stage}")
+        dashboard.add_widgets(
+            cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24, height=3)
+        )
+        dashboard.add_widgets(
+            _graph(
+                "Latency by route (ms, p50 / p99)",
+                _emf(function, "Latency", "p50"),
+                _emf(function, "Latency", "p99"),
+            ),
+            _graph(
+                "Texts and entities",
+                _emf(function, "Texts", "Sum"),
+                _emf(function, "Entities", "Sum"),
+            ),
+            _graph("Service errors (5xx responses)", _emf(function, "Errors", "Sum")),
+        )
+        dashboard.add_widgets(
+            _graph(
+                "API requests and errors",
+                api.metric_count(period=PERIOD),
+                api.metric_client_error(period=PERIOD),
+                api.metric_server_error(period=PERIOD),
+            ),
+            _graph(
+                "API latency (ms)",
+                api.metric_latency(period=PERIOD, statistic="p50"),
+                api.metric_latency(period=PERIOD, statistic="p99"),
+                api.metric_integration_latency(period=PERIOD, statistic="p99"),
+            ),
+        )
+        dashboard.add_widgets(
+            _graph(
+                "Lambda invocations, errors, throttles",
+                function.metric_invocations(period=PERIOD),
+                function.metric_errors(period=PERIOD),
+                function.metric_throttles(period=PERIOD),
+            ),
+            _graph(
+                "Lambda duration (ms)",
+                function.metric_duration(period=PERIOD, statistic="p50"),
+                function.metric_duration(period=PERIOD, statistic="p99"),
+            ),
+            _graph(
+                "Training runs",
+                state_machine.metric_started(period=PERIOD),
+                state_machine.metric_succeeded(period=PERIOD),
+                state_machine.metric_failed(period=PERIOD),
+            ),
+        )
+        return dashboard
+
+
+def _emf(function: lambda_.IFunction, metric: str, statistic: str) -> cw.MathExpression:
+    """One line per route of an EMF metric of this function."""
+    search = (
+        f'SEARCH(\'{{{EMF_NAMESPACE},Route,Service}} MetricName="{metric}" '
+        f"Service=\"{function.function_name}\"', '{statistic}', {int(PERIOD.to_seconds())})"
+    )
+    return cw.MathExpression(expression=search, label=f"{metric} {statistic}", period=PERIOD)
+
+
+def _graph(title: str, *metrics: cw.IMetric) -> cw.GraphWidget:
+    return cw.GraphWidget(title=title, left=list(metrics), width=8, height=6)

@@ -1,0 +1,245 @@
+"""Serving: the container Lambda behind an API Gateway REST API with API keys and a usage plan.
+
+Routes (all one Lambda proxy integration; FastAPI routes inside):
+
+* ``POST /v1/entities``, ``GET /v1/model``: API key required (usage plan: throttle + quota).
+* ``GET /health``, ``GET /ready``: open, for load balancers and uptime checks; they reveal
+  nothing but liveness and whether a model is loaded.
+* ``GET /`` (``enable_page``): the static HTML page. It is open, but it is only HTML/JS: it
+  asks the user for an API key and sends it as ``x-api-key`` to the keyed routes, so it
+  grants nothing by itself. With the page off the route does not exist at the gateway (and
+  the app refuses it too, ``ENABLE_PAGE=false``).
+
+Anything else is answered by API Gateway itself (403, no Lambda invocation).
+REST (not HTTP API) because only REST has API keys, usage plans and request validation.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import Duration, Size
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from infra.assets import REPO_ROOT, docker_excludes
+from infra.log_groups import log_group
+from infra.nag import acknowledge
+from infra.settings import Settings
+from infra.storage import Storage
+
+SERVING_DOCKERFILE = "lambda/Dockerfile"
+_ARCHITECTURES = {
+    "x86_64": (lambda_.Architecture.X86_64, ecr_assets.Platform.LINUX_AMD64),
+    "arm64": (lambda_.Architecture.ARM_64, ecr_assets.Platform.LINUX_ARM64),
+}
+# One JSON object per request. apiKeyId says which client called; no body, no query string
+# (the user's text never reaches the access log).
+_ACCESS_LOG_FORMAT = {
+    "requestId": "$context.requestId",
+    "extendedRequestId": "$context.extendedRequestId",
+    "requestTime": "$context.requestTime",
+    "requestTimeEpoch": "$context.requestTimeEpoch",
+    "ip": "$context.identity.sourceIp",
+    "userAgent": "$context.identity.userAgent",
+    "apiKeyId": "$context.identity.apiKeyId",
+    "httpMethod": "$context.httpMethod",
+    "resourcePath": "$context.resourcePath",
+    "protocol": "$context.protocol",
+    "status": "$context.status",
+    "responseLength": "$context.responseLength",
+    "responseLatency": "$context.responseLatency",
+    "integrationLatency": "$context.integrationLatency",
+    "integrationStatus": "$context.integrationStatus",
+    "errorType": "$context.error.responseType",
+    "errorMessage": "$context.error.message",
+    "xrayTraceId": "$context.xrayTraceId",
+}
+
+
+class Serving(Construct):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: Settings, storage: Storage
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.model_uri = storage.uri(settings.model_prefix)
+        self.function = self._function(settings, storage)
+        self.api = self._api(settings)
+        self._routes(settings)
+        self.api_key = self._usage_plan(settings)
+
+    def _function(self, settings: Settings, storage: Storage) -> lambda_.DockerImageFunction:
+        architecture, platform = _ARCHITECTURES[settings.architecture]
+        self.log_group = log_group(self, "FunctionLogs", settings)
+        # Own role instead of the default one: the default attaches the AWS managed
+        # AWSLambdaBasicExecutionRole (logs on every log group of the account).
+        role = iam.Role(
+            self,
+            "FunctionRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="NER serving Lambda: read the model prefix, write its own log group",
+        )
+        self.log_group.grant_write(role)
+        # Read-only, model prefix only: LIVE, version tarballs and manifest copies.
+        storage.grant(
+            role,
+            ["s3:GetObject"],
+            settings.model_prefix,
+            why="the LIVE pointer and the versioned tarballs it points to; names of versions "
+            "are created by each publish.",
+        )
+        storage.grant_list(role, settings.model_prefix)
+        environment = {
+            "MODEL_URI": self.model_uri,
+            "MODEL_REFRESH_SECONDS": str(settings.model_refresh_seconds),
+            "NER_THREADS": str(settings.ner_threads),
+            "ENABLE_PAGE": str(settings.enable_page).lower(),
+        }
+        if settings.cors_origins:
+            environment["CORS_ORIGINS"] = ",".join(settings.cors_origins)
+        if settings.tracing:
+            acknowledge(
+                role,
+                "AwsSolutions-IAM5[Resource::*]",
+                "X-Ray tracing (tracing=true): xray:PutTraceSegments and "
+                "xray:PutTelemetryRecords have no resource-level permissions.",
+            )
+        return lambda_.DockerImageFunction(
+            self,
+            "Function",
+            description=f"nerkit {settings.stage}: named-entity recognition (ONNX Runtime)",
+            code=lambda_.DockerImageCode.from_image_asset(
+                str(REPO_ROOT),
+                file=SERVING_DOCKERFILE,
+                exclude=docker_excludes(SERVING_DOCKERFILE),
+                platform=platform,
+            ),
+            architecture=architecture,
+            role=role,
+            memory_size=settings.lambda_memory_mb,
+            timeout=Duration.seconds(settings.lambda_timeout_seconds),
+            ephemeral_storage_size=Size.mebibytes(settings.lambda_ephemeral_mb),
+            reserved_concurrent_executions=settings.reserved_concurrency,
+            environment=environment,
+            log_group=self.log_group,
+            tracing=lambda_.Tracing.ACTIVE if settings.tracing else lambda_.Tracing.DISABLED,
+        )
+
+    def _api(self, settings: Settings) -> apigw.RestApi:
+        self.access_logs = log_group(self, "AccessLogs", settings)
+        api = apigw.RestApi(
+            self,
+            "Api",
+            rest_api_name=f"nerkit-{settings.stage}",
+            description="Named-entity recognition API (API key required on /v1/*)",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            # Execution logs (ERROR level) need the account-level API Gateway logging role.
+            cloud_watch_role=True,
+            deploy_options=apigw.StageOptions(
+                stage_name=settings.stage,
+                access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
+                access_log_format=apigw.AccessLogFormat.custom(json.dumps(_ACCESS_LOG_FORMAT)),
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                # Data tracing would log request bodies, i.e. the user's text.
+                data_trace_enabled=False,
+                metrics_enabled=True,
+                tracing_enabled=settings.tracing,
+                # Stage-wide limits for every method, open health routes included: the cap
+                # on what anyone can make this deployment spend.
+                throttling_rate_limit=settings.throttle_rate,
+                throttling_burst_limit=settings.throttle_burst,
+            ),
+        )
+        # API Gateway creates its execution log group on first use with no expiry; owning
+        # it here gives it the deployment's retention.
+        log_group(
+            self,
+            "ExecutionLogs",
+            settings,
+            log_group_name=f"API-Gateway-Execution-Logs_{api.rest_api_id}/{settings.stage}",
+        )
+        acknowledge(
+            api,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AmazonAPIGatewayPushToCloudWatchLogs]",
+            "The account-level API Gateway logging role uses the AWS managed policy made for "
+            "exactly this purpose; API Gateway writes execution logs to log groups it names "
+            "itself, so a hand-written policy would need the same wildcards.",
+        )
+        acknowledge(
+            api,
+            "AwsSolutions-APIG3",
+            "No WAF: the stage and usage-plan throttles and the daily quota bound abuse and "
+            "cost; a WAF web ACL (~$5/month + $0.60 per 1M requests) can be associated later "
+            "without changing this stack.",
+        )
+        return api
+
+    def _routes(self, settings: Settings) -> None:
+        integration = apigw.LambdaIntegration(self.function, proxy=True, allow_test_invoke=False)
+        # A cheap structural check at the gateway (a JSON object, nothing else) rejects junk
+        # without a Lambda invocation; the app validates the fields themselves, strictly and
+        # with precise error locations, so the schema is not duplicated here.
+        validator = self.api.add_request_validator(
+            "Validator", validate_request_body=True, validate_request_parameters=True
+        )
+        body = self.api.add_model(
+            "EntitiesRequest",
+            content_type="application/json",
+            schema=apigw.JsonSchema(
+                schema=apigw.JsonSchemaVersion.DRAFT4,
+                title="EntitiesRequest",
+                type=apigw.JsonSchemaType.OBJECT,
+            ),
+        )
+        v1 = self.api.root.add_resource("v1")
+        entities = v1.add_resource("entities")
+        entities.add_method(
+            "POST",
+            integration,
+            api_key_required=True,
+            request_validator=validator,
+            request_models={"application/json": body},
+        )
+        model = v1.add_resource("model")
+        model.add_method("GET", integration, api_key_required=True)
+        if settings.cors_origins:
+            # Preflights are answered by the gateway (no key, no Lambda); the app adds the
+            # CORS headers to real responses from the same list (CORS_ORIGINS).
+            for resource in (entities, model):
+                resource.add_cors_preflight(
+                    allow_origins=list(settings.cors_origins),
+                    allow_methods=["GET", "POST", "OPTIONS"],
+                    allow_headers=["Content-Type", "X-Api-Key"],
+                    max_age=Duration.hours(1),
+                )
+        for path in ("health", "ready"):
+            self.api.root.add_resource(path).add_method("GET", integration)
+        if settings.enable_page:
+            self.api.root.add_method("GET", integration)
+        for rule in ("AwsSolutions-APIG4", "AwsSolutions-COG4"):
+            acknowledge(
+                self.api,
+                rule,
+                "Clients authenticate with API keys bound to a usage plan (per-client "
+                "throttle and quota), as the service requires; /health, /ready, the static "
+                "page and CORS preflights are open on purpose and expose no data or model.",
+            )
+
+    def _usage_plan(self, settings: Settings) -> apigw.IApiKey:
+        plan = self.api.add_usage_plan(
+            "UsagePlan",
+            name=f"nerkit-{settings.stage}",
+            description="Per-key limits for the NER routes",
+            throttle=apigw.ThrottleSettings(
+                rate_limit=settings.throttle_rate, burst_limit=settings.throttle_burst
+            ),
+            quota=apigw.QuotaSettings(limit=settings.quota_per_day, period=apigw.Period.DAY),
+        )
+        plan.add_api_stage(stage=self.api.deployment_stage)
+        key = self.api.add_api_key("ApiKey", api_key_name=f"nerkit-{settings.stage}-default")
+        plan.add_api_key(key)
+        return key

@@ -1,0 +1,73 @@
+"""The one stack of a deployment: storage, serving, the training pipeline and monitoring."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack, Tags
+from constructs import Construct
+
+from infra.monitoring import Monitoring
+from infra.serving import Serving
+from infra.settings import Settings
+from infra.storage import Storage
+from infra.training import TrainingPipeline
+
+
+class NerkitStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs: Any
+    ) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            description=f"nerkit NER service ({settings.stage}): API, model store, training",
+            **kwargs,
+        )
+        Tags.of(self).add("project", "nerkit")
+        Tags.of(self).add("stage", settings.stage)
+        self.settings = settings
+        self.storage = Storage(self, "Storage")
+        self.serving = Serving(self, "Serving", settings=settings, storage=self.storage)
+        self.training = TrainingPipeline(self, "Training", settings=settings, storage=self.storage)
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            settings=settings,
+            function=self.serving.function,
+            api=self.serving.api,
+            state_machine=self.training.state_machine,
+        )
+        self._outputs()
+
+    def _outputs(self) -> None:
+        # Output names are read by nerkit.pipeline.start (from `cdk deploy --outputs-file`).
+        outputs = {
+            "ApiUrl": (self.serving.api.url, "Base URL of the API (stage included)"),
+            "ApiKeyId": (
+                self.serving.api_key.key_id,
+                "aws apigateway get-api-key --api-key <id> --include-value",
+            ),
+            "BucketName": (self.storage.bucket.bucket_name, "Datasets, training output, models"),
+            "AccessLogBucketName": (
+                self.storage.log_bucket.bucket_name,
+                "Server access logs of BucketName (retained like it)",
+            ),
+            "ModelUri": (self.serving.model_uri, "The model store (MODEL_URI of the Lambda)"),
+            "DatasetsUri": (
+                self.storage.uri(self.settings.datasets_prefix),
+                "Upload training channels under this prefix",
+            ),
+            "StateMachineArn": (
+                self.training.state_machine.state_machine_arn,
+                "Training pipeline; start runs with python -m nerkit.pipeline.start",
+            ),
+            "TrainingJobPrefix": (
+                self.settings.training_job_prefix,
+                "Training job names must start with this (IAM is scoped to it)",
+            ),
+            "DashboardName": (self.monitoring.dashboard.dashboard_name, "CloudWatch dashboard"),
+            "AlarmTopicArn": (self.monitoring.topic.topic_arn, "Subscribe to get alarms"),
+        }
+        for name, (value, description) in outputs.items():
+            CfnOutput(self, name, value=value, description=description)

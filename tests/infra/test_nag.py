@@ -1,0 +1,168 @@
+"""cdk-nag AwsSolutions on the real app, with default and with every option flipped: no
+unacknowledged finding, and every acknowledgment carries a written reason. A tiny bad stack
+proves the check can fail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+
+from infra.app import build_app
+from infra.nag import acknowledge, acknowledge_wildcard, add_checks
+
+pytestmark = pytest.mark.slow
+
+# Every option away from its default, so acknowledgments that depend on options are checked.
+CUSTOM = {
+    "stage": "dev",
+    "architecture": "arm64",
+    "tracing": "true",
+    "cors_origins": "https://a.example.com,https://b.example.org",
+    "enable_page": "false",
+    "reserved_concurrency": "5",
+    "alarm_email": "ops@example.com",
+    "spot": "false",
+}
+# What may be acknowledged at all; anything else must be fixed, not acknowledged.
+ACCEPTED_RULES = {
+    "AwsSolutions-IAM4",  # the API Gateway account logging role's managed policy
+    "AwsSolutions-IAM5",  # prefix-scoped S3 objects, job-name patterns, no-resource actions
+    "AwsSolutions-APIG3",  # no WAF
+    "AwsSolutions-APIG4",  # API keys instead of an authorizer
+    "AwsSolutions-COG4",  # no Cognito
+}
+
+
+def report(outdir: Path) -> dict[str, Any]:
+    (plugin,) = json.loads((outdir / "validation-report.json").read_text())["pluginReports"]
+    assert plugin["pluginName"] == "AwsSolutions"
+    return plugin
+
+
+def synth_app(
+    tmp_path_factory: pytest.TempPathFactory, context: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app, stack = build_app(context, outdir=str(outdir), environ={})
+    # Raises ValidationFailed on any unacknowledged finding.
+    assembly = app.synth()
+    return report(outdir), assembly.get_stack_by_name(stack.stack_name).template
+
+
+@pytest.fixture(scope="module")
+def default(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
+    return synth_app(tmp_path_factory, {})
+
+
+@pytest.fixture(scope="module")
+def custom(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
+    return synth_app(tmp_path_factory, CUSTOM)
+
+
+def assert_clean(plugin: dict[str, Any]) -> None:
+    assert plugin["violations"] == []
+    assert plugin["conclusion"] == "success"
+    assert plugin["suppressedViolations"], "the report should list the acknowledged findings"
+    for finding in plugin["suppressedViolations"]:
+        assert finding["ruleName"].split("[")[0] in ACCEPTED_RULES, finding["ruleName"]
+        assert len(finding["reason"]) >= 40, finding
+
+
+def test_default_app_has_no_unacknowledged_findings(default: tuple[dict, dict]) -> None:
+    plugin, _ = default
+    assert_clean(plugin)
+    rules = {finding["ruleName"] for finding in plugin["suppressedViolations"]}
+    # The resource wildcards are the bucket prefixes, one log group and the job names.
+    assert "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:" \
+        "<AWS::AccountId>:training-job/nerkit-prod-*]" in rules  # fmt: skip
+    assert not any("Action::" in rule for rule in rules), "no wildcard actions"
+
+
+def test_every_option_flipped_has_no_unacknowledged_findings(custom: tuple[dict, dict]) -> None:
+    plugin, _ = custom
+    assert_clean(plugin)
+
+
+def test_the_flipped_options_take_effect(custom: tuple[dict, dict]) -> None:
+    _, template = custom
+    resources = template["Resources"]
+    (function,) = [
+        r["Properties"]
+        for name, r in resources.items()
+        if name.startswith("ServingFunction") and r["Type"] == "AWS::Lambda::Function"
+    ]
+    assert function["Architectures"] == ["arm64"]
+    assert function["ReservedConcurrentExecutions"] == 5
+    assert function["TracingConfig"] == {"Mode": "Active"}
+    assert function["Environment"]["Variables"]["ENABLE_PAGE"] == "false"
+    assert (
+        function["Environment"]["Variables"]["CORS_ORIGINS"]
+        == "https://a.example.com,https://b.example.org"
+    )
+    methods = [
+        r["Properties"] for r in resources.values() if r["Type"] == "AWS::ApiGateway::Method"
+    ]
+    preflights = [m for m in methods if m["HttpMethod"] == "OPTIONS"]
+    assert len(preflights) == 2  # /v1/entities and /v1/model
+    for preflight in preflights:
+        assert preflight["AuthorizationType"] == "NONE"
+        assert not preflight.get("ApiKeyRequired")
+        assert preflight["Integration"]["Type"] == "MOCK"
+    # No page: the root resource has no GET.
+    assert not [m for m in methods if "RootResourceId" in json.dumps(m["ResourceId"])]
+    definition = "".join(
+        part if isinstance(part, str) else "TOKEN"
+        for r in resources.values()
+        if r["Type"] == "AWS::StepFunctions::StateMachine"
+        for part in r["Properties"]["DefinitionString"]["Fn::Join"][1]
+    )
+    assert "EnableManagedSpotTraining" not in definition
+    assert "MaxWaitTimeInSeconds" not in definition
+    subscriptions = [r for r in resources.values() if r["Type"] == "AWS::SNS::Subscription"]
+    assert [s["Properties"]["Endpoint"] for s in subscriptions] == ["ops@example.com"]
+
+
+def _bad_app(outdir: Path, *, acknowledged: bool) -> App:
+    app = App(outdir=str(outdir))
+    stack = Stack(app, "Bad")
+    bucket = s3.Bucket(stack, "Open", removal_policy=RemovalPolicy.DESTROY)
+    role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+    role.add_to_policy(
+        iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects("x/*")])
+    )
+    if acknowledged:
+        acknowledge(bucket, "AwsSolutions-S1", "Test: a bucket without access logs, on purpose.")
+        acknowledge_wildcard(role, bucket.arn_for_objects("x/*"), "Test: the x/ prefix only.")
+    add_checks(app)
+    return app
+
+
+def test_a_bad_stack_fails_the_synth(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        _bad_app(tmp_path, acknowledged=False).synth()
+
+    plugin = report(tmp_path)
+    assert plugin["conclusion"] == "failure"
+    rules = {v["ruleName"] for v in plugin["violations"]}
+    assert {"AwsSolutions-S1", "AwsSolutions-S10"} <= rules
+    assert any(rule.startswith("AwsSolutions-IAM5[Resource::<Open") for rule in rules)
+
+
+def test_acknowledging_moves_only_the_named_findings(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        _bad_app(tmp_path, acknowledged=True).synth()
+
+    plugin = report(tmp_path)
+    violations = {v["ruleName"] for v in plugin["violations"]}
+    suppressed = {v["ruleName"] for v in plugin["suppressedViolations"]}
+    assert "AwsSolutions-S10" in violations  # not acknowledged: still fails
+    assert "AwsSolutions-S1" in suppressed
+    # acknowledge_wildcard names the finding exactly as cdk-nag does.
+    assert any(rule.startswith("AwsSolutions-IAM5[Resource::<Open") for rule in suppressed)
+    assert not any(rule.startswith("AwsSolutions-IAM5") for rule in violations)

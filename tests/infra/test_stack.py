@@ -1,0 +1,542 @@
+"""The synthesized CloudFormation template (aws_cdk.assertions), default settings; plus the
+settings parser. One synth for the whole module."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from infra.app import build_app
+from infra.log_groups import RETENTION
+from infra.settings import LOG_RETENTION_DAYS, Settings, SettingsError
+from nerkit.pipeline.start import build_input
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app, stack = build_app(outdir=str(outdir), environ={})
+    assembly = app.synth()
+    return assembly.get_stack_by_name(stack.stack_name).template, outdir
+
+
+@pytest.fixture(scope="module")
+def raw(synth: tuple[dict[str, Any], Path]) -> dict[str, Any]:
+    return synth[0]
+
+
+@pytest.fixture(scope="module")
+def template(raw: dict[str, Any]) -> Template:
+    return Template.from_json(raw)
+
+
+def resources(raw: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in raw["Resources"].items() if v["Type"] == kind}
+
+
+def only(raw: dict[str, Any], kind: str, prefix: str) -> tuple[str, dict[str, Any]]:
+    (item,) = [(k, v) for k, v in resources(raw, kind).items() if k.startswith(prefix)]
+    return item
+
+
+def flat(value: Any) -> str:
+    """A CloudFormation value as one string (intrinsics shown as <...>)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        return "".join(flat(part) for part in value["Fn::Join"][1])
+    if isinstance(value, dict) and "Ref" in value:
+        return f"<{value['Ref']}>"
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return "<{}.{}>".format(*value["Fn::GetAtt"])
+    return json.dumps(value)
+
+
+def statements(raw: dict[str, Any], role_prefix: str | None = None) -> Iterator[dict[str, Any]]:
+    for policy in resources(raw, "AWS::IAM::Policy").values():
+        roles = [flat(r) for r in policy["Properties"].get("Roles", [])]
+        if role_prefix is None or any(r.startswith(f"<{role_prefix}") for r in roles):
+            yield from policy["Properties"]["PolicyDocument"]["Statement"]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# -- storage --------------------------------------------------------------------------------
+
+
+def test_data_bucket_is_private_encrypted_versioned_logged_and_retained(
+    raw: dict[str, Any], template: Template
+) -> None:
+    logical, bucket = only(raw, "AWS::S3::Bucket", "StorageData")
+    log_logical, _ = only(raw, "AWS::S3::Bucket", "StorageAccessLogs")
+    props = bucket["Properties"]
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [
+        {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+    ]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = {rule["Id"]: rule for rule in props["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-noncurrent-versions"]["NoncurrentVersionExpiration"] == {
+        "NoncurrentDays": 30
+    }
+    assert rules["expire-noncurrent-versions"]["AbortIncompleteMultipartUpload"]
+    assert props["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": log_logical}
+    for name in (logical, log_logical):
+        assert raw["Resources"][name]["DeletionPolicy"] == "Retain"
+        assert raw["Resources"][name]["UpdateReplacePolicy"] == "Retain"
+
+
+def test_access_log_bucket_is_secure_too(raw: dict[str, Any]) -> None:
+    _, bucket = only(raw, "AWS::S3::Bucket", "StorageAccessLogs")
+    props = bucket["Properties"]
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
+        "ServerSideEncryptionByDefault"
+    ] == {"SSEAlgorithm": "AES256"}
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    assert "LifecycleConfiguration" in props
+
+
+def test_both_buckets_deny_requests_without_tls(raw: dict[str, Any]) -> None:
+    policies = resources(raw, "AWS::S3::BucketPolicy").values()
+    denied = set()
+    for policy in policies:
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}:
+                assert statement["Effect"] == "Deny"
+                assert statement["Action"] == "s3:*"
+                assert statement["Principal"] == {"AWS": "*"}
+                denied.add(flat(policy["Properties"]["Bucket"]))
+    assert denied == {
+        f"<{only(raw, 'AWS::S3::Bucket', prefix)[0]}>"
+        for prefix in ("StorageData", "StorageAccessLogs")
+    }
+
+
+# -- serving --------------------------------------------------------------------------------
+
+
+def test_serving_function_is_a_container_image_with_the_model_uri(raw: dict[str, Any]) -> None:
+    _, function = only(raw, "AWS::Lambda::Function", "ServingFunction")
+    props = function["Properties"]
+    data_bucket, _ = only(raw, "AWS::S3::Bucket", "StorageData")
+    assert props["PackageType"] == "Image"
+    assert props["Architectures"] == ["x86_64"]
+    assert props["MemorySize"] == 1769
+    assert props["Timeout"] == 29
+    assert props["EphemeralStorage"] == {"Size": 512}
+    assert "ReservedConcurrentExecutions" not in props
+    env = props["Environment"]["Variables"]
+    assert flat(env["MODEL_URI"]) == f"s3://<{data_bucket}>/models/ner"
+    assert env["MODEL_REFRESH_SECONDS"] == "60"
+    assert env["NER_THREADS"] == "1"
+    assert env["ENABLE_PAGE"] == "true"
+    assert "CORS_ORIGINS" not in env
+    assert props["LoggingConfig"]["LogGroup"] == {
+        "Ref": only(raw, "AWS::Logs::LogGroup", "ServingFunctionLogs")[0]
+    }
+
+
+def _method_paths(raw: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(HTTP method, resource path) -> method properties."""
+    parts = {
+        name: (res["Properties"]["PathPart"], res["Properties"]["ParentId"])
+        for name, res in resources(raw, "AWS::ApiGateway::Resource").items()
+    }
+
+    def path(resource_id: Any) -> str:
+        if "Ref" not in resource_id:
+            return ""  # Fn::GetAtt RootResourceId
+        part, parent = parts[resource_id["Ref"]]
+        return f"{path(parent)}/{part}"
+
+    return {
+        (m["Properties"]["HttpMethod"], path(m["Properties"]["ResourceId"]) or "/"): m["Properties"]
+        for m in resources(raw, "AWS::ApiGateway::Method").values()
+    }
+
+
+def test_api_key_is_required_on_ner_routes_only(raw: dict[str, Any]) -> None:
+    methods = _method_paths(raw)
+
+    assert set(methods) == {
+        ("POST", "/v1/entities"),
+        ("GET", "/v1/model"),
+        ("GET", "/health"),
+        ("GET", "/ready"),
+        ("GET", "/"),
+    }
+    for key in [("POST", "/v1/entities"), ("GET", "/v1/model")]:
+        assert methods[key]["ApiKeyRequired"] is True
+    for key in [("GET", "/health"), ("GET", "/ready"), ("GET", "/")]:
+        assert methods[key].get("ApiKeyRequired", False) is False
+    for props in methods.values():
+        assert props["Integration"]["Type"] == "AWS_PROXY"
+
+
+def test_entities_body_is_validated(raw: dict[str, Any]) -> None:
+    entities = _method_paths(raw)[("POST", "/v1/entities")]
+    validator = raw["Resources"][entities["RequestValidatorId"]["Ref"]]["Properties"]
+    assert validator["ValidateRequestBody"] is True
+    model = raw["Resources"][entities["RequestModels"]["application/json"]["Ref"]]
+    assert model["Properties"]["Schema"]["type"] == "object"
+
+
+def test_usage_plan_throttles_and_quota_with_a_key(raw: dict[str, Any], template: Template) -> None:
+    template.has_resource_properties(
+        "AWS::ApiGateway::UsagePlan",
+        {
+            "Throttle": {"RateLimit": 50, "BurstLimit": 100},
+            "Quota": {"Limit": 100000, "Period": "DAY"},
+            "ApiStages": [Match.object_like({"Stage": Match.any_value()})],
+        },
+    )
+    template.resource_count_is("AWS::ApiGateway::ApiKey", 1)
+    _, link = only(raw, "AWS::ApiGateway::UsagePlanKey", "Serving")
+    assert link["Properties"]["KeyType"] == "API_KEY"
+
+
+def test_stage_has_json_access_logs_method_throttling_and_no_body_logging(
+    raw: dict[str, Any],
+) -> None:
+    _, stage = only(raw, "AWS::ApiGateway::Stage", "Serving")
+    props = stage["Properties"]
+    access_format = json.loads(props["AccessLogSetting"]["Format"])
+    assert access_format["requestId"] == "$context.requestId"
+    assert access_format["apiKeyId"] == "$context.identity.apiKeyId"
+    assert access_format["status"] == "$context.status"
+    access_logs, _ = only(raw, "AWS::Logs::LogGroup", "ServingAccessLogs")
+    assert flat(props["AccessLogSetting"]["DestinationArn"]).endswith(f":log-group:<{access_logs}>")
+    (settings,) = props["MethodSettings"]
+    assert settings["HttpMethod"] == "*"
+    assert settings["ResourcePath"] == "/*"
+    assert settings["ThrottlingRateLimit"] == 50
+    assert settings["ThrottlingBurstLimit"] == 100
+    assert settings["LoggingLevel"] == "ERROR"
+    assert settings["DataTraceEnabled"] is False
+    assert props["StageName"] == "prod"
+
+
+def test_serving_role_reads_the_model_prefix_only(raw: dict[str, Any]) -> None:
+    data_bucket, _ = only(raw, "AWS::S3::Bucket", "StorageData")
+    s3_statements = [
+        s
+        for s in statements(raw, "ServingFunctionRole")
+        if any(a.startswith("s3:") for a in as_list(s["Action"]))
+    ]
+    by_action = {tuple(as_list(s["Action"])): s for s in s3_statements}
+    assert set(by_action) == {("s3:GetObject",), ("s3:ListBucket",)}
+    assert flat(by_action[("s3:GetObject",)]["Resource"]) == f"<{data_bucket}.Arn>/models/ner/*"
+    listing = by_action[("s3:ListBucket",)]
+    assert flat(listing["Resource"]) == f"<{data_bucket}.Arn>"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["models/ner/*"]}}
+
+
+# -- training pipeline ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def definition(raw: dict[str, Any]) -> dict[str, Any]:
+    _, machine = only(raw, "AWS::StepFunctions::StateMachine", "Training")
+    # Intrinsics become placeholders; the JSON structure stays intact.
+    text = "".join(
+        part if isinstance(part, str) else "TOKEN"
+        for part in machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+    )
+    return json.loads(text)
+
+
+def test_state_machine_trains_gates_and_fails_with_the_reason(
+    raw: dict[str, Any], definition: dict[str, Any]
+) -> None:
+    states = definition["States"]
+    gate_function, _ = only(raw, "AWS::Lambda::Function", "TrainingGateFunction")
+    for name in ("Train", "TrainWithTest"):
+        train = states[name]
+        assert train["Resource"] == "arn:TOKEN:states:::sagemaker:createTrainingJob.sync"
+        assert train["Next"] == "Gate"
+        params = train["Parameters"]
+        assert params["HyperParameters.$"] == "$.hyperparameters"
+        assert params["TrainingJobName.$"] == "$.jobName"
+        assert params["EnableManagedSpotTraining"] is True
+        assert params["StoppingCondition"] == {
+            "MaxRuntimeInSeconds": 3 * 3600,
+            "MaxWaitTimeInSeconds": 6 * 3600,
+        }
+        assert "checkpoints/{}/" in params["CheckpointConfig"]["S3Uri.$"]
+        assert params["OutputDataConfig"]["S3OutputPath"] == "s3://TOKEN/training/"
+        assert params["ResourceConfig"]["InstanceType"] == "ml.g4dn.xlarge"
+    channels = [c["ChannelName"] for c in states["TrainWithTest"]["Parameters"]["InputDataConfig"]]
+    assert channels == ["train", "validation", "test"]
+    assert len(states["Train"]["Parameters"]["InputDataConfig"]) == 2
+    gate = states["Gate"]
+    assert gate["Type"] == "Task"
+    assert gate["Parameters"]["modelArtifact.$"] == "$.training.modelArtifact"
+    assert gate["Parameters"]["minF1"] == 0.8
+    assert gate["Parameters"]["mustBeatLive"] is True
+    assert gate["Catch"][0]["Next"] == "GatePassed?"
+    assert states["GatePassed?"]["Default"] == "Published"
+    assert states["ModelRejected"] == {
+        "Type": "Fail",
+        "ErrorPath": "$.gate.Error",
+        "CausePath": "$.gate.Cause",
+    }
+    assert states["InvalidInput"]["Type"] == "Fail"
+    # The gate task invokes the gate function.
+    _, machine = only(raw, "AWS::StepFunctions::StateMachine", "Training")
+    tokens = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+    assert {"Fn::GetAtt": [gate_function, "Arn"]} in tokens
+
+
+def test_start_cli_input_satisfies_the_state_machine(definition: dict[str, Any]) -> None:
+    """The contract between nerkit.pipeline.start and ValidateInput/HasTestChannel."""
+    required = [
+        rule["Variable"] for rule in definition["States"]["ValidateInput"]["Choices"][0]["And"]
+    ]
+    sent = build_input(
+        job_name="nerkit-prod-1",
+        channels={"train": "s3://b/datasets/t", "validation": "s3://b/datasets/v"},
+        hyperparameters={"epochs": 1},
+    )
+
+    def present(path: str) -> bool:
+        node: Any = sent
+        for key in path.removeprefix("$.").split("."):
+            if not isinstance(node, dict) or key not in node:
+                return False
+            node = node[key]
+        return True
+
+    assert all(present(path) for path in required)
+    test_rule = definition["States"]["HasTestChannel"]["Choices"][0]
+    assert test_rule["Variable"] == "$.channels.test"
+
+
+def test_state_machine_logs_everything_and_traces(raw: dict[str, Any]) -> None:
+    _, machine = only(raw, "AWS::StepFunctions::StateMachine", "Training")
+    props = machine["Properties"]
+    assert props["LoggingConfiguration"]["Level"] == "ALL"
+    assert props["TracingConfiguration"] == {"Enabled": True}
+
+
+def test_gate_function_is_python_with_the_store_uri(raw: dict[str, Any]) -> None:
+    _, function = only(raw, "AWS::Lambda::Function", "TrainingGateFunction")
+    props = function["Properties"]
+    data_bucket, _ = only(raw, "AWS::S3::Bucket", "StorageData")
+    assert props["Handler"] == "nerkit.pipeline.gate.handler"
+    assert props["Runtime"] == "python3.14"
+    assert (
+        flat(props["Environment"]["Variables"]["MODEL_URI"]) == f"s3://<{data_bucket}>/models/ner"
+    )
+
+
+def test_gate_asset_holds_only_the_gate_modules(
+    raw: dict[str, Any], synth: tuple[dict[str, Any], Path]
+) -> None:
+    _, function = only(raw, "AWS::Lambda::Function", "TrainingGateFunction")
+    asset_hash = function["Properties"]["Code"]["S3Key"].removesuffix(".zip")
+    root = synth[1] / f"asset.{asset_hash}"
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert files == [
+        "nerkit/__init__.py",
+        "nerkit/artifact.py",
+        "nerkit/pipeline/__init__.py",
+        "nerkit/pipeline/gate.py",
+        "nerkit/pipeline/start.py",
+        "nerkit/publish.py",
+        "nerkit/store.py",
+    ]
+
+
+def test_image_assets_carry_no_virtualenv_or_node_modules(
+    synth: tuple[dict[str, Any], Path],
+) -> None:
+    outdir = synth[1]
+    images = [
+        p for p in outdir.glob("asset.*") if (p / "lambda").is_dir() or (p / "training").is_dir()
+    ]
+    assert len(images) == 2
+    for image in images:
+        names = {p.relative_to(image).parts[0] for p in image.rglob("*")}
+        assert names <= {"lambda", "training", "nerkit"}
+    serving = next(p for p in images if (p / "lambda").is_dir())
+    assert (serving / "lambda" / "Dockerfile").is_file()
+    assert not (serving / "nerkit" / "training").exists()
+
+
+def test_sagemaker_role_is_limited_to_its_prefixes_image_and_logs(raw: dict[str, Any]) -> None:
+    data_bucket, _ = only(raw, "AWS::S3::Bucket", "StorageData")
+    role_statements = list(statements(raw, "TrainingSageMakerRole"))
+    s3_resources = {
+        flat(resource)
+        for s in role_statements
+        if any(a.startswith("s3:") for a in as_list(s["Action"]))
+        for resource in as_list(s["Resource"])
+    }
+    assert s3_resources == {
+        f"<{data_bucket}.Arn>/datasets/*",
+        f"<{data_bucket}.Arn>/training/*",
+        f"<{data_bucket}.Arn>/checkpoints/*",
+        f"<{data_bucket}.Arn>",
+    }
+    star = [s for s in role_statements if s["Resource"] == "*"]
+    assert {a for s in star for a in as_list(s["Action"])} == {
+        "ecr:GetAuthorizationToken",
+        "cloudwatch:PutMetricData",
+    }
+    ecr_pull = next(s for s in role_statements if "ecr:BatchGetImage" in as_list(s["Action"]))
+    assert "container-assets" in flat(ecr_pull["Resource"])
+    (assume,) = raw["Resources"][only(raw, "AWS::IAM::Role", "TrainingSageMakerRole")[0]][
+        "Properties"
+    ]["AssumeRolePolicyDocument"]["Statement"]
+    assert assume["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+
+
+def test_state_machine_role_is_scoped_to_this_deployments_jobs(raw: dict[str, Any]) -> None:
+    role_statements = list(statements(raw, "TrainingStateMachineRole"))
+    training = next(
+        s for s in role_statements if "sagemaker:CreateTrainingJob" in as_list(s["Action"])
+    )
+    assert flat(training["Resource"]).endswith(":training-job/nerkit-prod-*")
+    pass_role = next(s for s in role_statements if s["Action"] == "iam:PassRole")
+    assert pass_role["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
+    }
+
+
+def test_no_s3_permission_anywhere_has_a_star_resource(raw: dict[str, Any]) -> None:
+    for statement in statements(raw):
+        actions = as_list(statement["Action"])
+        if any(a.startswith("s3:") for a in actions):
+            for resource in as_list(statement["Resource"]):
+                assert resource != "*", statement
+                assert "StorageData" in flat(resource), statement
+
+
+def test_only_the_api_gateway_logging_role_uses_a_managed_policy(raw: dict[str, Any]) -> None:
+    managed = {
+        name: [flat(arn) for arn in role["Properties"].get("ManagedPolicyArns", [])]
+        for name, role in resources(raw, "AWS::IAM::Role").items()
+        if role["Properties"].get("ManagedPolicyArns")
+    }
+    assert len(managed) == 1
+    ((name, arns),) = managed.items()
+    assert name.startswith("ServingApiCloudWatchRole")
+    assert arns == [
+        "arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"
+    ]
+
+
+# -- operations -----------------------------------------------------------------------------
+
+
+def test_every_log_group_has_a_retention(raw: dict[str, Any]) -> None:
+    groups = resources(raw, "AWS::Logs::LogGroup")
+    assert len(groups) == 5  # function, access, execution, gate, state machine
+    assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {30}
+
+
+def test_alarms_on_errors_throttles_5xx_and_training_notify_the_topic(raw: dict[str, Any]) -> None:
+    topic, _ = only(raw, "AWS::SNS::Topic", "MonitoringAlarms")
+    alarms = resources(raw, "AWS::CloudWatch::Alarm").values()
+    metrics = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]) for a in alarms}
+    assert metrics == {
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Throttles"),
+        ("AWS/ApiGateway", "5XXError"),
+        ("AWS/States", "ExecutionsFailed"),
+    }
+    for alarm in alarms:
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic}]
+
+
+def test_dashboard_shows_the_service_emf_metrics(raw: dict[str, Any]) -> None:
+    from nerkit.api.logs import NAMESPACE
+
+    _, dashboard = only(raw, "AWS::CloudWatch::Dashboard", "Monitoring")
+    body = flat(dashboard["Properties"]["DashboardBody"])
+    assert NAMESPACE == "nerkit"  # the namespace the serving app writes
+    for metric in ("Latency", "Texts", "Entities", "Errors"):
+        assert f'{{{NAMESPACE},Route,Service}} MetricName=\\"{metric}\\"' in body
+    function, _ = only(raw, "AWS::Lambda::Function", "ServingFunction")
+    assert f'Service=\\"<{function}>\\"' in body
+
+
+def test_outputs(raw: dict[str, Any]) -> None:
+    assert {
+        "ApiUrl",
+        "ApiKeyId",
+        "BucketName",
+        "StateMachineArn",
+        "ModelUri",
+        "DatasetsUri",
+        "TrainingJobPrefix",
+    } <= set(raw["Outputs"])
+    assert raw["Outputs"]["TrainingJobPrefix"]["Value"] == "nerkit-prod-"
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+def test_settings_context_beats_environment_beats_default() -> None:
+    context = {"lambda_memory_mb": "3538", "cors_origins": "https://a.example, https://b.example"}
+    environ = {"NERKIT_LAMBDA_MEMORY_MB": "2048", "NERKIT_STAGE": "dev", "NERKIT_SPOT": "off"}
+
+    settings = Settings.load(context.get, environ)
+
+    assert settings.lambda_memory_mb == 3538
+    assert settings.ner_threads == 2
+    assert settings.stage == "dev"
+    assert settings.spot is False
+    assert settings.cors_origins == ("https://a.example", "https://b.example")
+    assert settings.reserved_concurrency is None
+    assert Settings.load({}.get, {}) == Settings()
+
+
+def test_every_allowed_retention_maps_to_a_cloudwatch_value() -> None:
+    assert set(RETENTION) == set(LOG_RETENTION_DAYS)
+
+
+def test_settings_accept_typed_cdk_json_values() -> None:
+    context = {"reserved_concurrency": 5, "enable_page": False, "cors_origins": ["*"]}
+
+    settings = Settings.load(context.get, {})
+
+    assert (settings.reserved_concurrency, settings.enable_page) == (5, False)
+    assert settings.cors_origins == ("*",)
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"lambda_memory_mb": "64"}, "lambda_memory_mb"),
+        ({"lambda_timeout_seconds": "60"}, "lambda_timeout_seconds"),
+        ({"architecture": "sparc"}, "architecture"),
+        ({"spot": "maybe"}, "true or false"),
+        ({"lambda_memory_mb": "lots"}, "lambda_memory_mb"),
+        ({"max_wait_seconds": "60", "max_runtime_seconds": "120"}, "max_wait_seconds"),
+        ({"model_prefix": "/models"}, "model_prefix"),
+        ({"model_prefix": "datasets/models"}, "contain each other"),
+        ({"datasets_prefix": "training"}, "reserved"),
+        ({"cors_origins": "example.com"}, "cors_origins"),
+        ({"stage": "Prod"}, "stage"),
+        ({"log_retention_days": "8"}, "log_retention_days"),
+        ({"gate_min_f1": "1.5"}, "gate_min_f1"),
+    ],
+)
+def test_settings_refuse_invalid_values(context: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.load(context.get, {})

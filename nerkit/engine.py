@@ -33,6 +33,11 @@ from nerkit.features import CASING_SCHEME, casing_ids
 __all__ = ["Entity", "NerEngine", "assign_windows", "plan_windows"]
 
 DEFAULT_BATCH_SIZE = 32
+# A batch closes when the next (length-sorted) window is longer than this times the
+# batch's shortest plus a few tokens: on a CPU the cost is the padded token count, so
+# grouping only similar lengths keeps padding small.
+_BUCKET_GROWTH = 1.25
+_BUCKET_SLACK = 4
 _KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "casing_ids")
 # Stands for "no unknown token" so the id comparison stays vectorised.
 _NO_TOKEN_ID = -1
@@ -109,7 +114,7 @@ class NerEngine:
         session: ort.InferenceSession,
         tokenizer: Tokenizer,
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         stride: int | None = None,
     ) -> None:
         self.manifest = manifest
@@ -118,7 +123,7 @@ class NerEngine:
         self._input_types = _check_inputs(session, manifest)
         _check_output(session, len(self._labels))
         self._use_casing = "casing_ids" in self._input_types
-        self._batch_size = _positive("batch_size", batch_size)
+        self._batch_size = _positive("batch_size", batch_size or _default_batch_size(manifest))
         self._pad_id = _pad_id(tokenizer)
         self._unk_id = _unk_id(tokenizer)
         self._subword_prefix: str | None = getattr(
@@ -140,17 +145,21 @@ class NerEngine:
         model_dir: Path,
         *,
         threads: int = 1,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         stride: int | None = None,
+        manifest: dict[str, Any] | None = None,
     ) -> NerEngine:
         """Verify the artifact in ``model_dir`` and load it.
 
-        ``threads`` is ONNX Runtime's intra-op thread count; ``batch_size`` the number of
-        windows run together; ``stride`` the overlap of consecutive windows of a long text
-        (default: a quarter of a window, so each token keeps at least an eighth of a window
-        of context on each side).
+        ``threads`` is ONNX Runtime's intra-op thread count; ``batch_size`` the most windows
+        run together (default: 1 for dynamically quantized models, else 32; see
+        ``_default_batch_size``); ``manifest`` a manifest the caller verified a moment ago
+        (``nerkit.store.resolve`` does), which skips hashing the files twice; ``stride`` the
+        overlap of consecutive windows of a long text (default: a quarter of a window, so
+        each token keeps at least an eighth of a window of context on each side).
         """
-        manifest = verify(model_dir)
+        if manifest is None:
+            manifest = verify(model_dir)
         options = ort.SessionOptions()
         options.intra_op_num_threads = _positive("threads", threads)
         options.inter_op_num_threads = 1
@@ -284,14 +293,28 @@ class NerEngine:
 
     def _score(self, windows: list[_Window]) -> list[np.ndarray]:
         """Label probabilities ``[window length, labels]`` per window, in input order."""
-        order = sorted(range(len(windows)), key=lambda i: len(windows[i].ids))
         results: list[np.ndarray] = [np.empty(0)] * len(windows)
-        for offset in range(0, len(order), self._batch_size):
-            batch = order[offset : offset + self._batch_size]
+        for batch in self._batches(windows):
             probabilities = softmax(self._run([windows[i] for i in batch]))
             for i, probs in zip(batch, probabilities, strict=True):
                 results[i] = probs[: len(windows[i].ids)]
         return results
+
+    def _batches(self, windows: list[_Window]) -> list[list[int]]:
+        """Window indices grouped by similar length, at most ``batch_size`` per group."""
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i].ids))
+        batches: list[list[int]] = []
+        for i in order:
+            length = len(windows[i].ids)
+            if (
+                batches
+                and len(batches[-1]) < self._batch_size
+                and length <= _BUCKET_GROWTH * len(windows[batches[-1][0]].ids) + _BUCKET_SLACK
+            ):
+                batches[-1].append(i)
+            else:
+                batches.append([i])
+        return batches
 
     def _run(self, batch: list[_Window]) -> np.ndarray:
         width = max(len(window.ids) for window in batch)
@@ -388,6 +411,18 @@ def _check_output(session: ort.InferenceSession, num_labels: int) -> None:
         raise ArtifactError(
             f"model.onnx has {width} logits per token, manifest {num_labels} labels"
         )
+
+
+def _default_batch_size(manifest: dict[str, Any]) -> int:
+    """1 for dynamically quantized models, else ``DEFAULT_BATCH_SIZE``.
+
+    Dynamic int8 quantization scales activations per tensor, over the whole batch and its
+    padding: batched, a text's scores (and sometimes labels) would depend on the other texts
+    in the request. One window per run keeps results independent of batching and, on one
+    core, costs about 10% throughput against length-bucketed batches.
+    """
+    quantization = str(manifest.get("quantization") or "none")
+    return 1 if quantization.startswith("int8") else DEFAULT_BATCH_SIZE
 
 
 def _pad_id(tokenizer: Tokenizer) -> int:

@@ -20,7 +20,7 @@ from nerkit.artifact import ArtifactError, extract, read_manifest
 from nerkit.decoding import AGGREGATIONS
 from nerkit.engine import Entity, NerEngine, assign_windows, plan_windows
 from nerkit.features import LOWER, TITLE, UPPER
-from nerkit.training.export import build_artifact, export_onnx
+from nerkit.training.export import build_artifact, export_onnx, quantize_int8
 
 REPO = Path(__file__).resolve().parents[1]
 UNICODE_TEXTS = [
@@ -343,19 +343,52 @@ def test_batching_does_not_change_results(
             assert [e.score for e in batched] == pytest.approx([e.score for e in single], abs=1e-5)
 
 
-def test_batches_are_sorted_by_length(
+def test_batches_are_sorted_by_length_and_pad_little(
     tiny_artifact_dir: Path, workdir: Path, mixed_texts: list[str]
 ) -> None:
     engine = NerEngine.load(
         _variant(tiny_artifact_dir, workdir / "sorted-16", max_seq_length=16), batch_size=4
     )
+    windows = [
+        w
+        for i, text in enumerate(mixed_texts)
+        for w in engine._windows(i, engine._document(text, engine._encode([text])[0]))
+    ]
+    batches = engine._batches(windows)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(windows)))
+    lengths = [[len(windows[i].ids) for i in batch] for batch in batches]
+    assert all(len(batch) <= 4 for batch in lengths)
+    assert [b[0] for b in lengths] == sorted(b[0] for b in lengths)
+    # Only similar lengths share a batch: padding stays a small fraction of the work.
+    assert all(max(b) <= 1.25 * min(b) + 4 for b in lengths)
+    assert any(len(b) > 1 for b in lengths)
+
     recorder = _RecordingSession(engine._session)
     engine._session = recorder
     engine.predict(mixed_texts)
     widths = [width for _, width in recorder.shapes]
-    assert widths == sorted(widths)
-    assert max(widths) <= 16
-    assert all(rows == 4 for rows, _ in recorder.shapes[:-1])
+    assert widths == sorted(widths) and max(widths) <= 16
+    assert sum(rows for rows, _ in recorder.shapes) == len(windows)
+
+
+def test_int8_results_do_not_depend_on_the_request(
+    tiny_artifact_dir: Path, workdir: Path, mixed_texts: list[str]
+) -> None:
+    """Dynamic int8 scales activations per batch: the engine must not batch such models."""
+    int8 = workdir / "int8.onnx"
+    quantize_int8(tiny_artifact_dir / "model.onnx", int8)
+    directory = workdir / "int8-artifact"
+    build_artifact(
+        directory,
+        onnx_path=int8,
+        tokenizer_json=tiny_artifact_dir / "tokenizer.json",
+        manifest={**read_manifest(tiny_artifact_dir), "quantization": "int8"},
+    )
+    engine = NerEngine.load(directory)
+    assert engine._batch_size == 1
+    together = engine.predict(mixed_texts)
+    alone = [engine.predict([text])[0] for text in mixed_texts]
+    assert together == alone  # scores included, exactly
 
 
 def test_labels_and_min_score_filter(engine: NerEngine) -> None:

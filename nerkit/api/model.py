@@ -152,7 +152,9 @@ class ModelHolder:
             raise ArtifactError("MODEL_URI is not set")
         started = time.perf_counter()
         artifact = self._resolve(settings.model_uri, settings.model_cache_dir)
-        engine = NerEngine.load(artifact.path, threads=settings.ner_threads)
+        engine = NerEngine.load(
+            artifact.path, threads=settings.ner_threads, manifest=artifact.manifest
+        )
         log.info(
             "model loaded",
             extra={

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random BERT token classifier and its ONNX artifact.
+"""Shared fixtures: a tiny random BERT token classifier and its ONNX artifact; fake AWS.
 
 The model is random but seeded, and its classifier is scaled so that it predicts a mix of
 entity types with clear margins (rather than all ``O`` at near-uniform scores): enough to
@@ -8,10 +8,16 @@ exercise decoding, windowing and parity with the transformers pipeline, fast and
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import FAKE_AWS_ENV, free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -99,3 +105,67 @@ def tiny_artifact_tar(tmp_path_factory: pytest.TempPathFactory, tiny_artifact_di
     tar_path = tmp_path_factory.mktemp("tiny-tar") / "model.tar.gz"
     pack(tiny_artifact_dir, tar_path)
     return tar_path
+
+
+# -- AWS: fake credentials, moto in-process and as a real HTTP server ---------------------
+
+# Safety net only, so a broken moto_server fails the test instead of hanging CI.
+MOTO_SERVER_WAIT_S = 120.0
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials, and nothing from the developer's own AWS configuration."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def mocked_aws(aws_credentials: None) -> Iterator[None]:
+    """moto's in-process AWS (every service) for the test's duration."""
+    from moto import mock_aws
+
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def moto_s3(mocked_aws: None) -> Any:
+    """An S3 client on moto's in-process S3, with no buckets yet."""
+    import boto3
+
+    return boto3.client("s3")
+
+
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    """A real HTTP S3 endpoint (``python -m moto.server`` on a free loopback port), for code
+    that must go through HTTP or runs in another process."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_serving(endpoint, server)
+        yield endpoint
+    finally:
+        server.kill()
+        server.wait(timeout=MOTO_SERVER_WAIT_S)
+
+
+def _wait_until_serving(endpoint: str, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + MOTO_SERVER_WAIT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError("moto_server exited during start-up")
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+            return
+        except OSError:  # URLError and connection errors: not listening yet
+            time.sleep(0.1)
+    raise RuntimeError("moto_server did not start")

@@ -14,10 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from fastapi.testclient import TestClient
-from moto import mock_aws
 
 from nerkit.api.app import create_app
 from nerkit.api.model import LOAD_RETRY_SECONDS, ModelHolder
@@ -65,17 +63,10 @@ def client(settings: Settings) -> TestClient:
 
 
 @pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """moto S3 with fake credentials and nothing from the developer's AWS configuration."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    with mock_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        yield s3
+def aws_env(moto_s3: Any) -> Any:
+    """moto S3 (fake credentials, see conftest) with the models bucket."""
+    moto_s3.create_bucket(Bucket=BUCKET)
+    return moto_s3
 
 
 def post(client: TestClient, body: Any) -> Any:

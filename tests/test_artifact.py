@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import dummy_artifact
 
 from nerkit.artifact import (
     MANIFEST,
@@ -28,14 +29,7 @@ LABELS = ["O", "B-PER", "I-PER"]
 
 def make_artifact(model_dir: Path, version: str = "v1", model: bytes = b"onnx-v1") -> Path:
     """A small artifact directory: dummy model and tokenizer bytes plus a real manifest."""
-    model_dir.mkdir(parents=True)
-    (model_dir / "model.onnx").write_bytes(model)
-    (model_dir / "tokenizer.json").write_bytes(b'{"tokenizer": true}')
-    write_manifest(
-        model_dir,
-        {"name": "test", "version": version, "labels": LABELS, "max_seq_length": 32},
-    )
-    return model_dir
+    return dummy_artifact(model_dir, version, model=model, labels=LABELS)
 
 
 def packed(model_dir: Path, tar_path: Path) -> Path:

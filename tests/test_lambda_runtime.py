@@ -14,13 +14,11 @@ import os
 import queue
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from typing import Any
 
 import boto3
 import pytest
+from helpers import FAKE_AWS_ENV
 
 from nerkit.store import ModelStore
 
@@ -157,9 +156,7 @@ def start_runtime(runtime_api: RuntimeApi, tmp_path: Path) -> Iterator[Any]:
             "PYTHONPATH": str(REPO),
             "AWS_LAMBDA_RUNTIME_API": runtime_api.address,
             "AWS_LAMBDA_FUNCTION_NAME": "nerkit-serving",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
+            **FAKE_AWS_ENV,
             "MODEL_CACHE_DIR": str(tmp_path / "model-cache"),
             **env,
         }
@@ -233,51 +230,13 @@ def test_local_artifact(
     assert_serves_two_invocations_with_one_load(runtime_api, runtime, "test-1")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def moto_server() -> Iterator[str]:
-    """A real HTTP S3 endpoint (moto_server) the runtime subprocess can reach."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            assert server.poll() is None, "moto_server exited during start-up"
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.2)
-        yield endpoint
-    finally:
-        server.kill()
-        server.wait(timeout=WAIT_S)
-
-
 def test_s3_model_behind_the_live_pointer(
     runtime_api: RuntimeApi,
     start_runtime: Any,
     moto_server: str,
     tiny_artifact_tar: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    aws_credentials: None,
 ) -> None:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
     s3 = boto3.client("s3", endpoint_url=moto_server)
     s3.create_bucket(Bucket="nerkit-models")
     store = ModelStore("nerkit-models", "models", s3)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
+from helpers import dummy_tarball
 
 from nerkit import artifact
 from nerkit.publish import decide, publish
@@ -20,31 +19,16 @@ URI = f"s3://{BUCKET}/{PREFIX}"
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield
+def s3(moto_s3: Any) -> None:
+    moto_s3.create_bucket(Bucket=BUCKET)
 
 
 def make_tar(tmp_path: Path, version: str, f1: float | None) -> Path:
-    directory = tmp_path / version
-    directory.mkdir()
-    (directory / "model.onnx").write_bytes(b"onnx-" + version.encode())
-    (directory / "tokenizer.json").write_text("{}")
     metrics = {} if f1 is None else {"validation": {"f1": f1}}
-    artifact.write_manifest(directory, {
-        "name": "test", "version": version, "labels": ["O", "B-PER", "I-PER"],
-        "max_seq_length": 64, "metrics": metrics,
-    })
-    tar = tmp_path / f"{version}.tar.gz"
-    artifact.pack(directory, tar)
-    return tar
+    labels = ["O", "B-PER", "I-PER"]
+    return dummy_tarball(
+        tmp_path / version, version, labels=labels, max_seq_length=64, metrics=metrics
+    )
 
 
 def test_decide_rules() -> None:
@@ -79,8 +63,21 @@ def test_cli_publish_and_rollback(
     s3: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["publish", "--model", str(make_tar(tmp_path, "v1", 0.9)), "--uri", URI]) == 0
-    assert cli.main(["publish", "--model", str(make_tar(tmp_path, "v2", 0.92)), "--uri", URI,
-                     "--min-f1", "0.9", "--must-beat-live"]) == 0
+    assert (
+        cli.main(
+            [
+                "publish",
+                "--model",
+                str(make_tar(tmp_path, "v2", 0.92)),
+                "--uri",
+                URI,
+                "--min-f1",
+                "0.9",
+                "--must-beat-live",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     failing = make_tar(tmp_path, "v3", 0.5)
     assert cli.main(["publish", "--model", str(failing), "--uri", URI, "--min-f1", "0.9"]) == 1

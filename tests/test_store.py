@@ -6,15 +6,9 @@ import hashlib
 import io
 import json
 import re
-import socket
-import subprocess
-import sys
 import tarfile
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +16,10 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
-from moto import mock_aws
+from helpers import dummy_tarball, free_port
 
 from nerkit import models_cli
-from nerkit.artifact import MANIFEST, ArtifactError, pack, sha256_file, write_manifest
+from nerkit.artifact import MANIFEST, ArtifactError, sha256_file
 from nerkit.store import (
     LiveConflict,
     ModelNotFound,
@@ -42,23 +36,14 @@ from nerkit.store import (
 BUCKET = "nerkit-models"
 URI = f"s3://{BUCKET}/models"
 
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fake credentials, and nothing from the developer's own AWS configuration."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
+# Fake credentials for every test, moto or not (botocore signs even unreachable requests).
+pytestmark = pytest.mark.usefixtures("aws_credentials")
 
 
 @pytest.fixture
-def s3() -> Iterator[S3Client]:
-    with mock_aws():
-        client = boto3.client("s3")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+def s3(moto_s3: S3Client) -> S3Client:
+    moto_s3.create_bucket(Bucket=BUCKET)
+    return moto_s3
 
 
 @pytest.fixture
@@ -76,14 +61,7 @@ def build_tarball(
 ) -> Path:
     """A packed artifact with dummy model/tokenizer bytes; each call gets its own directory."""
     work = Path(tempfile.mkdtemp(prefix="build-", dir=tmp_path))
-    model_dir = work / "model"
-    model_dir.mkdir()
-    (model_dir / "model.onnx").write_bytes(model or f"onnx {version}".encode())
-    (model_dir / "tokenizer.json").write_bytes(b'{"tokenizer": true}')
-    base = {"name": "test", "version": version, "labels": ["O", "B-PER"], "max_seq_length": 32}
-    write_manifest(model_dir, {**base, **manifest})
-    pack(model_dir, work / "model.tar.gz")
-    return work / "model.tar.gz"
+    return dummy_tarball(work, version, model=model, **manifest)
 
 
 def tarball_with(tmp_path: Path, version: str, info: tarfile.TarInfo, data: bytes) -> Path:
@@ -466,7 +444,7 @@ def test_access_denied(cache: Path) -> None:
 def test_unreachable_endpoint(cache: Path) -> None:
     client = boto3.client(
         "s3",
-        endpoint_url=f"http://127.0.0.1:{_free_port()}",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
         config=Config(retries={"max_attempts": 1}),
     )
     with pytest.raises(ArtifactError, match="cannot reach S3 for s3://bkt/models/LIVE"):
@@ -589,43 +567,6 @@ def test_cli_reports_errors_as_json(
 
 
 # -- a real HTTP S3 (moto_server) ---------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def moto_server() -> Iterator[str]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_serving(endpoint, server)
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait()
-
-
-def _wait_until_serving(endpoint: str, server: subprocess.Popen[bytes]) -> None:
-    # Readiness polling only; the generous deadline just stops a broken server hanging CI.
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError("moto_server exited during start-up")
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-            return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.1)
-    raise RuntimeError("moto_server did not start")
 
 
 @pytest.mark.slow

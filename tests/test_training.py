@@ -213,7 +213,11 @@ def _run_train(root: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NERKIT_ML_ROOT": str(root), "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, str(REPO / "training" / "train")],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
 
@@ -223,8 +227,12 @@ def test_training_container_contract_end_to_end(
 ) -> None:
     """The training image's entrypoint, as a process, against an /opt/ml layout."""
     hyperparameters = {
-        "base_model": str(tiny_model_dir), "epochs": "2", "batch_size": "2",
-        "max_seq_length": "32", "learning_rate": "1e-3", "name": "tiny-e2e",
+        "base_model": str(tiny_model_dir),
+        "epochs": "2",
+        "batch_size": "2",
+        "max_seq_length": "32",
+        "learning_rate": "1e-3",
+        "name": "tiny-e2e",
     }
     _sagemaker_dir(tmp_path, conll_file, hyperparameters)
     run = _run_train(tmp_path)

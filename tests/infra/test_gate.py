@@ -5,58 +5,37 @@ from __future__ import annotations
 
 import json
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
+from helpers import dummy_artifact, dummy_tarball
 
-from nerkit.artifact import ArtifactError, pack, write_manifest
+from nerkit.artifact import ArtifactError
 from nerkit.pipeline.gate import GateFailed, InvalidGateInput, handler
 from nerkit.store import ModelStore
 
 BUCKET = "nerkit-test-data"
 PREFIX = "models/ner"
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+BASE_MANIFEST: dict[str, Any] = {
+    "name": "conll03-en",
+    "created_at": "2026-11-23T13:00:00Z",
+    "labels": LABELS,
+    "max_seq_length": 128,
+}
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+def s3(moto_s3: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("MODEL_URI", f"s3://{BUCKET}/{PREFIX}")
-    with mock_aws():
-        client = boto3.client("s3")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+    moto_s3.create_bucket(Bucket=BUCKET)
+    return moto_s3
 
 
 @pytest.fixture
 def store(s3: Any) -> ModelStore:
     return ModelStore(BUCKET, PREFIX, s3)
-
-
-def _artifact_dir(root: Path, version: str, metrics: dict[str, Any] | None) -> Path:
-    model_dir = root / version
-    model_dir.mkdir(parents=True)
-    (model_dir / "model.onnx").write_bytes(b"onnx-bytes-" + version.encode())
-    (model_dir / "tokenizer.json").write_text('{"version": "1.0"}')
-    manifest: dict[str, Any] = {
-        "name": "conll03-en",
-        "version": version,
-        "created_at": "2026-11-23T13:00:00Z",
-        "labels": LABELS,
-        "max_seq_length": 128,
-    }
-    if metrics is not None:
-        manifest["metrics"] = metrics
-    write_manifest(model_dir, manifest)
-    return model_dir
 
 
 def _f1(value: float) -> dict[str, Any]:
@@ -68,7 +47,9 @@ def train(
 ) -> str:
     """Put what a SageMaker job leaves behind (its own tar of /opt/ml/model, not our
     deterministic pack) at training/<job>/output/model.tar.gz; return its URI."""
-    model_dir = _artifact_dir(tmp_path / "jobs", version or f"v-{job}", metrics)
+    version = version or f"v-{job}"
+    manifest = BASE_MANIFEST if metrics is None else {**BASE_MANIFEST, "metrics": metrics}
+    model_dir = dummy_artifact(tmp_path / "jobs" / version, version, **manifest)
     tarball = tmp_path / "jobs" / f"{job}.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
         for path in sorted(model_dir.iterdir()):
@@ -79,9 +60,7 @@ def train(
 
 
 def publish_live(store: ModelStore, tmp_path: Path, version: str, f1: float) -> None:
-    model_dir = _artifact_dir(tmp_path / "live", version, _f1(f1))
-    tarball = tmp_path / "live" / f"{version}.tar.gz"
-    pack(model_dir, tarball)
+    tarball = dummy_tarball(tmp_path / "live" / version, version, **BASE_MANIFEST, metrics=_f1(f1))
     store.set_live(store.upload(tarball))
 
 

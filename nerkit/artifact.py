@@ -129,7 +129,11 @@ def extract(
 def _extract_members(tar: tarfile.TarFile, staging: Path, max_bytes: int) -> None:
     total = 0
     for member in tar:
-        name = member.name
+        # `tar -C dir .` (how a SageMaker-style model.tar.gz may be made) stores a root
+        # entry "." and names like "./model.onnx": accept exactly that, nothing deeper.
+        if member.isdir() and member.name in (".", "./"):
+            continue
+        name = member.name.removeprefix("./")
         if not member.isfile():
             raise ArtifactError(f"artifact may hold regular files only: {name!r}")
         if not _is_plain_name(name):

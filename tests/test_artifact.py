@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 import tarfile
 import zlib
 from collections.abc import Callable
@@ -254,3 +255,17 @@ def test_failed_extract_keeps_the_previous_model(tmp_path: Path) -> None:
         extract(write_tar(tmp_path / "evil.tar.gz", members), dest)
     assert verify(dest)["version"] == "v1"
     assert sorted(p.name for p in dest.parent.iterdir()) == ["model"]
+
+
+def test_extract_accepts_a_tar_of_dot(tmp_path: Path) -> None:
+    """`tar -czf model.tar.gz -C model .` stores "." and "./name" entries."""
+    source = dummy_artifact(tmp_path / "model", "v1")
+    tar_path = tmp_path / "model.tar.gz"
+    subprocess.run(["tar", "-czf", str(tar_path), "-C", str(source), "."], check=True)
+    with tarfile.open(tar_path) as tar:
+        names = tar.getnames()
+    assert "." in names and "./manifest.json" in names
+    manifest = extract(tar_path, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        ["manifest.json", *manifest["files"]]
+    )

@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from seqeval.metrics import classification_report, f1_score
@@ -286,3 +287,97 @@ def test_examples_are_the_ingest_type() -> None:
     # The training loop relies on Example carrying char spans into the sentence text.
     example = Example("Paris is big", (Span(0, 5, "LOC"),), "d", "x:1")
     assert spans_to_tags(example.spans, [(0, 5), (6, 8), (9, 12)]) == ["B-LOC", "O", "O"]
+
+
+@pytest.mark.slow
+def test_cli_trains_from_s3_and_publishes_through_the_gate(
+    moto_s3: Any, tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Labelled files in S3 -> one command -> a gated, live model in the store."""
+    from nerkit.store import ModelStore
+    from nerkit.training import cli
+
+    moto_s3.create_bucket(Bucket="data")
+    for channel in ("train", "validation"):
+        moto_s3.put_object(Bucket="data", Key=f"datasets/{channel}/part-1.txt", Body=CONLL)
+    hp = [
+        "--hp",
+        f"base_model={tiny_model_dir}",
+        "--hp",
+        "epochs=1",
+        "--hp",
+        "batch_size=2",
+        "--hp",
+        "max_seq_length=32",
+        "--hp",
+        "name=from-s3",
+    ]
+    common = [
+        "train",
+        "--train",
+        "s3://data/datasets/train/",
+        "--validation",
+        "s3://data/datasets/validation/",
+        *hp,
+    ]
+
+    # A gate the tiny model cannot pass: the version is stored, LIVE does not move.
+    code = cli.main(
+        [
+            *common,
+            "--out",
+            str(tmp_path / "a"),
+            "--work",
+            str(tmp_path / "wa"),
+            "--publish",
+            "s3://data/models/ner",
+            "--min-f1",
+            "0.99",
+        ]
+    )
+    assert code == 1
+    store = ModelStore("data", "models/ner")
+    assert store.live() is None and len(store.versions()) == 1
+    capsys.readouterr()
+
+    code = cli.main(
+        [
+            *common,
+            "--out",
+            str(tmp_path / "b"),
+            "--work",
+            str(tmp_path / "wb"),
+            "--publish",
+            "s3://data/models/ner",
+            "--min-f1",
+            "0",
+        ]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["gate"]["passed"] is True
+    assert store.live().version == report["live"]["version"]
+    assert store.manifest(store.live().version)["name"] == "from-s3"
+    assert (tmp_path / "b" / "model.tar.gz").is_file()
+    assert (tmp_path / "b" / "MODEL_CARD.md").is_file()
+
+
+def test_cli_train_reports_missing_s3_data(
+    moto_s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nerkit.training import cli
+
+    moto_s3.create_bucket(Bucket="data")
+    code = cli.main(
+        [
+            "train",
+            "--train",
+            "s3://data/nothing/",
+            "--validation",
+            "s3://data/x/",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 2
+    assert "no objects under s3://data/nothing/" in capsys.readouterr().err

@@ -1,8 +1,10 @@
-"""``nerkit-train``: train, evaluate, publish and roll back models from the command line.
+"""``nerkit-train``: train and evaluate models from the command line.
 
 ``train`` runs the very entrypoint the SageMaker container runs (``nerkit.training.job``),
 against a local directory laid out like ``/opt/ml``: channels may be local paths or
-``s3://`` URIs (downloaded first, as SageMaker does).
+``s3://`` URIs (downloaded first, as SageMaker does); ``--publish`` then uploads the model
+through the quality gate. Publishing an existing artifact and rolling back are model-store
+operations: ``nerkit-models publish`` / ``nerkit-models rollback``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from nerkit import artifact
 from nerkit.publish import publish
-from nerkit.store import ModelStore, parse_s3_uri, resolve
+from nerkit.store import ModelStore, new_s3_client, parse_s3_uri, resolve
 
 log = logging.getLogger("nerkit.train")
 
@@ -61,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, type=Path, help="where model.tar.gz goes")
     train.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE")
     train.add_argument("--work", type=Path, help="job directory (kept; enables resume)")
-    _publish_options(train, required=False)
+    _publish_options(train)
     train.set_defaults(func=cmd_train)
 
     default = commands.add_parser("train-default", help="retrain the committed default model")
@@ -77,24 +79,15 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--documents", action="store_true", help="whole documents as one text")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    pub = commands.add_parser("publish", help="upload an artifact; make it live if it passes")
-    pub.add_argument("--model", required=True, type=Path, help="model.tar.gz")
-    _publish_options(pub, required=True)
-    pub.set_defaults(func=cmd_publish)
-
-    rollback = commands.add_parser("rollback", help="point LIVE at an earlier version")
-    rollback.add_argument("--uri", required=True, help="s3://bucket/prefix")
-    rollback.add_argument("--to", help="version (default: the one before the live one)")
-    rollback.set_defaults(func=cmd_rollback)
     return parser
 
 
-def _publish_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+def _publish_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--publish" if not required else "--uri",
+        "--publish",
         dest="uri",
-        required=required,
-        help="s3://bucket/prefix of the model store",
+        metavar="S3_URI",
+        help="then publish to this model store (s3://bucket/prefix) if it passes the gate",
     )
     parser.add_argument("--min-f1", type=float, default=0.0, help="gate: minimum validation F1")
     parser.add_argument("--must-beat-live", action="store_true", help="gate: beat the live F1")
@@ -149,12 +142,10 @@ def _stage_channel(source: str, channel: Path) -> None:
     channel.mkdir(parents=True)
     if source.startswith("s3://"):
         bucket, prefix = parse_s3_uri(source)
-        store = ModelStore(bucket, "")
+        s3 = new_s3_client()
         keys = [
             obj["Key"]
-            for page in store.s3.get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=prefix
-            )
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for obj in page.get("Contents", [])
             if not obj["Key"].endswith("/")
         ]
@@ -166,7 +157,7 @@ def _stage_channel(source: str, channel: Path) -> None:
             if channel.resolve() not in target.parents:
                 raise ValueError(f"refusing S3 key outside the channel: {key}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            store.s3.download_file(bucket, key, str(target))
+            s3.download_file(bucket, key, str(target))
         return
     path = Path(source).resolve()
     if not path.exists():
@@ -190,10 +181,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_publish(args: argparse.Namespace) -> int:
-    return _publish_and_report(args.model, args)
-
-
 def _publish_and_report(tar_path: Path, args: argparse.Namespace) -> int:
     store = ModelStore.from_uri(args.uri)
     decision, pointer = publish(
@@ -201,12 +188,6 @@ def _publish_and_report(tar_path: Path, args: argparse.Namespace) -> int:
     )
     print(json.dumps({"gate": asdict(decision), "live": asdict(pointer) if pointer else None}))
     return 0 if decision.passed else 1
-
-
-def cmd_rollback(args: argparse.Namespace) -> int:
-    pointer = ModelStore.from_uri(args.uri).rollback(args.to)
-    print(json.dumps(asdict(pointer)))
-    return 0
 
 
 def _parse_hp(pairs: list[str]) -> dict[str, Any]:

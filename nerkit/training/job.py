@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from nerkit.artifact import sha256_file
+from nerkit.features import CASING_SCHEME
 from nerkit.labels import Span, bio_labels
 from nerkit.metrics import entity_confusion, entity_scores
 from nerkit.training.data import Example, entity_types, fingerprint, load_channel
@@ -296,7 +297,7 @@ def export_and_verify(
         "labels": result.labels,
         "max_seq_length": hp.max_seq_length,
         "do_lower_case": True,
-        "casing": "token_shape_v1" if hp.casing else None,
+        "casing": CASING_SCHEME if hp.casing else None,
         "quantization": "none",
         "metrics": {},
     }
@@ -371,7 +372,7 @@ def build_manifest(
         "labels": labels,
         "max_seq_length": hp.max_seq_length,
         "do_lower_case": True,
-        "casing": "token_shape_v1" if hp.casing else None,
+        "casing": CASING_SCHEME if hp.casing else None,
         "quantization": quantization,
         "metrics": {
             **served,

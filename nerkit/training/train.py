@@ -135,18 +135,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def to_tensors(batch: Sequence[Window], pad_id: int) -> dict[str, torch.Tensor]:
+def training_device() -> torch.device:
+    """The GPU when there is one (SageMaker GPU instances), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def to_tensors(
+    batch: Sequence[Window], pad_id: int, device: torch.device | None = None
+) -> dict[str, torch.Tensor]:
     width = max(len(w.input_ids) for w in batch)
 
     def pad(rows: list[list[int]], value: int) -> torch.Tensor:
         return torch.tensor([row + [value] * (width - len(row)) for row in rows])
 
-    return {
+    tensors = {
         "input_ids": pad([w.input_ids for w in batch], pad_id),
         "attention_mask": pad([[1] * len(w.input_ids) for w in batch], 0),
         "casing_ids": pad([w.casing_ids for w in batch], 0),
         "labels": pad([w.label_ids for w in batch], IGNORE_INDEX),
     }
+    return {name: t.to(device) for name, t in tensors.items()} if device else tensors
 
 
 def predict_spans(
@@ -167,7 +175,7 @@ def predict_spans(
     with torch.inference_mode():
         for start in range(0, len(windows), batch_size):
             batch = windows[start : start + batch_size]
-            tensors = to_tensors(batch, pad_id)
+            tensors = to_tensors(batch, pad_id, next(model.parameters()).device)
             logits = model(tensors["input_ids"], tensors["attention_mask"], tensors["casing_ids"])
             best = logits.argmax(-1).tolist()
             window_labels += [
@@ -229,9 +237,11 @@ def train(
     val_sentences = encode_examples(tokenizer, validation_examples, label_to_id)
     _, _, pad_id = special_ids(tokenizer)
 
+    device = training_device()
     model = TokenClassifier.from_pretrained(
         base_model_dir, len(labels), casing=hp.casing, dropout=hp.dropout
-    )
+    ).to(device)
+    log.info("training on %s", device)
     rng = random.Random(hp.seed)
     windows_per_epoch = len(
         document_windows(
@@ -285,7 +295,7 @@ def train(
         model.train()
         losses: list[float] = []
         for index, batch in enumerate(_progress(batches, epoch)):
-            tensors = to_tensors(batch, pad_id)
+            tensors = to_tensors(batch, pad_id, device)
             logits = model(tensors["input_ids"], tensors["attention_mask"], tensors["casing_ids"])
             loss = loss_fn(logits.reshape(-1, logits.shape[-1]), tensors["labels"].reshape(-1))
             loss.backward()
@@ -332,7 +342,8 @@ def train(
 
     if state["best_weights"] is not None:
         model.load_state_dict(state["best_weights"])
-    model.eval()
+    # Export and the serving-engine checks run on the CPU.
+    model.to("cpu").eval()
     result.train_seconds = time.perf_counter() - started
     return result
 
@@ -408,7 +419,7 @@ def _resume(
     path = directory / CHECKPOINT
     if not path.is_file():
         return
-    payload = torch.load(path, weights_only=False)
+    payload = torch.load(path, weights_only=False, map_location=training_device())
     model.load_state_dict(payload["model"]["weights"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])

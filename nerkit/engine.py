@@ -30,7 +30,14 @@ from nerkit.decoding import (
 )
 from nerkit.features import CASING_SCHEME, casing_ids
 
-__all__ = ["Entity", "NerEngine", "assign_windows", "plan_windows"]
+__all__ = [
+    "Entity",
+    "InvalidTextError",
+    "NerEngine",
+    "UnknownLabelsError",
+    "assign_windows",
+    "plan_windows",
+]
 
 DEFAULT_BATCH_SIZE = 32
 # A batch closes when the next (length-sorted) window is longer than this times the
@@ -42,6 +49,23 @@ _KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "casing_ids")
 # Stands for "no unknown token" so the id comparison stays vectorised.
 _NO_TOKEN_ID = -1
 _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+class UnknownLabelsError(ValueError):
+    """``labels`` names entity types the model does not have (``unknown``, in request order)."""
+
+    def __init__(self, unknown: list[str], known: list[str]) -> None:
+        super().__init__(f"unknown entity types {unknown}; this model has {known}")
+        self.unknown = unknown
+        self.known = known
+
+
+class InvalidTextError(ValueError):
+    """Text ``index`` is not valid Unicode (a lone surrogate, which JSON can carry)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"text {index} is not valid Unicode (lone surrogate)")
+        self.index = index
 
 
 class _Window(NamedTuple):
@@ -196,8 +220,9 @@ class NerEngine:
     ) -> list[list[Entity]]:
         """Entities of each text, in text order; ``word == text[start:end]`` always.
 
-        ``labels`` keeps only those entity types (unknown ones raise ``ValueError``),
-        ``min_score`` drops entities scoring below it.
+        ``labels`` keeps only those entity types (unknown ones raise ``UnknownLabelsError``),
+        ``min_score`` drops entities scoring below it. A text that is not valid Unicode raises
+        ``InvalidTextError``; both are ``ValueError``s raised before any inference.
         """
         self._check_request(texts, aggregation, labels)
         documents = [
@@ -220,22 +245,29 @@ class NerEngine:
                 f"aggregation must be one of {', '.join(AGGREGATIONS)}: {aggregation!r}"
             )
         if labels is not None:
-            unknown = sorted(set(labels) - set(self.entity_types))
+            known = self.entity_types
+            unknown = list(dict.fromkeys(label for label in labels if label not in known))
             if unknown:
-                raise ValueError(
-                    f"unknown entity types {unknown}; this model has {self.entity_types}"
-                )
+                raise UnknownLabelsError(unknown, known)
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"text {index} is not a string")
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                # JSON can carry lone surrogates; the tokenizer cannot take them.
-                raise ValueError(f"text {index} is not valid Unicode (lone surrogate)") from None
 
     def _encode(self, texts: Sequence[str]) -> list[Encoding]:
-        return self._tokenizer.encode_batch(list(texts)) if texts else []
+        if not texts:
+            return []
+        try:
+            return self._tokenizer.encode_batch(list(texts))
+        except TypeError:
+            # The tokenizer refuses lone surrogates (which JSON can carry) with a TypeError
+            # that does not say which text; find it only now, so valid requests never pay
+            # for encoding every text to UTF-8 first.
+            for index, text in enumerate(texts):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InvalidTextError(index) from None
+            raise
 
     def _document(self, text: str, encoding: Encoding) -> _Document:
         ids = np.asarray(encoding.ids, dtype=np.int64)

@@ -1,10 +1,17 @@
 """Manage the S3 model store from a shell; every command prints JSON.
 
-    python -m nerkit.models_cli list --uri s3://my-bucket/models
-    python -m nerkit.models_cli publish --bucket my-bucket --prefix models build/model.tar.gz
-    python -m nerkit.models_cli rollback --uri s3://my-bucket/models [--to VERSION]
+    nerkit-models list --uri s3://my-bucket/models
+    nerkit-models publish --uri s3://my-bucket/models build/model.tar.gz --min-f1 0.85 \
+        --must-beat-live
+    nerkit-models rollback --uri s3://my-bucket/models [--to VERSION]
 
-Errors print ``{"error": "..."}`` on stderr and exit 1. A thin layer over ``ModelStore``.
+``publish`` goes through the quality gate (``nerkit.publish``, the same rule as
+``nerkit-train publish`` and the training pipeline): it prints ``{"gate": ..., "live": ...}``
+and exits 3 when the gate refuses the model (uploaded, kept for inspection, not LIVE).
+``upload`` only stores a version, which never serves until published. ``rollback`` is the one
+way to move LIVE without the gate: back to the previous version, or ``--to`` any stored one.
+
+Errors print ``{"error": "..."}`` on stderr and exit 1 (usage errors exit 2).
 """
 
 from __future__ import annotations
@@ -18,7 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from nerkit.artifact import ArtifactError
+from nerkit.publish import publish
 from nerkit.store import TARBALL, ModelStore
+
+# publish's exit status when the gate refuses the model (distinct from errors, which are 1).
+GATE_REFUSED = 3
+
+
+class _GateRefused(Exception):
+    """The gate kept the model from going live; ``report`` is what to print."""
+
+    def __init__(self, report: dict[str, Any]) -> None:
+        super().__init__("the gate refused the model")
+        self.report = report
+
 
 Command = Callable[[ModelStore, argparse.Namespace], Any]
 
@@ -38,7 +58,13 @@ def _upload(store: ModelStore, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _publish(store: ModelStore, args: argparse.Namespace) -> dict[str, Any]:
-    return asdict(store.set_live(store.upload(args.tarball)))
+    decision, pointer = publish(
+        store, args.tarball, min_f1=args.min_f1, must_beat_live=args.must_beat_live
+    )
+    report = {"gate": asdict(decision), "live": asdict(pointer) if pointer else None}
+    if not decision.passed:
+        raise _GateRefused(report)
+    return report
 
 
 def _rollback(store: ModelStore, args: argparse.Namespace) -> dict[str, Any]:
@@ -70,15 +96,20 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     add("list", _list, "versions, oldest first, and which one is LIVE")
-    add("upload", _upload, "store a model.tar.gz as a new version").add_argument(
+    add("upload", _upload, "store a model.tar.gz as a new version (not LIVE)").add_argument(
         "tarball", type=Path
     )
-    add("publish", _publish, "upload a model.tar.gz, then make it LIVE").add_argument(
-        "tarball", type=Path
+    gated = add("publish", _publish, "upload a model.tar.gz; make it LIVE if it passes the gate")
+    gated.add_argument("tarball", type=Path)
+    gated.add_argument(
+        "--min-f1", type=float, default=0.0, help="gate: minimum validation F1 (default 0)"
     )
-    add("rollback", _rollback, "move LIVE back").add_argument(
-        "--to", help="version to make LIVE (default: the pointer's previous one)"
+    gated.add_argument(
+        "--must-beat-live", action="store_true", help="gate: beat the LIVE model's validation F1"
     )
+    add(
+        "rollback", _rollback, "move LIVE back (no gate: the way out of a bad release)"
+    ).add_argument("--to", help="version to make LIVE (default: the pointer's previous one)")
     add("live", _live, "show the LIVE pointer")
     return parser
 
@@ -92,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         store = ModelStore.from_uri(args.uri) if args.uri else ModelStore(args.bucket, args.prefix)
         result = run(store, args)
+    except _GateRefused as refused:
+        print(json.dumps(refused.report, indent=2, sort_keys=True))
+        return GATE_REFUSED
     except ArtifactError as exc:
         print(json.dumps({"error": str(exc)}), file=sys.stderr)
         return 1

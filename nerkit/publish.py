@@ -1,7 +1,7 @@
 """The quality gate, and publishing a model only when it passes.
 
-One decision shared by the CLI (``nerkit-train publish``) and the training pipeline's
-gate Lambda, so a model goes live by the same rule wherever it was trained.
+One decision shared by the CLIs (``nerkit-train publish``, ``nerkit-models publish``) and the
+training pipeline's gate Lambda, so a model goes live by the same rule wherever it was trained.
 """
 
 from __future__ import annotations
@@ -51,20 +51,34 @@ def decide(
     min_f1: float,
     live_manifest: dict[str, Any] | None = None,
 ) -> GateDecision:
-    """Pass if F1 >= ``min_f1`` and, when ``live_manifest`` is given, F1 > the live model's."""
+    """Pass if F1 >= ``min_f1`` and, when ``live_manifest`` is given, F1 > the live model's.
+
+    A live model without a validation F1 (published by hand, or before the gate existed)
+    gives nothing to compare with: the candidate then passes on ``min_f1`` alone, and the
+    reason says so.
+    """
     f1 = gate_metric(manifest)
     live_version = live_manifest.get("version") if live_manifest else None
-    live_f1 = gate_metric(live_manifest) if live_manifest else None
+    live_f1 = _optional_metric(live_manifest) if live_manifest else None
     if f1 < min_f1:
         reason = f"validation F1 {f1:.4f} is below the gate's minimum {min_f1:.4f}"
         return GateDecision(False, f1, min_f1, live_version, live_f1, reason)
     if live_f1 is not None and f1 <= live_f1:
         reason = f"validation F1 {f1:.4f} does not beat live {live_version} ({live_f1:.4f})"
         return GateDecision(False, f1, min_f1, live_version, live_f1, reason)
-    reason = f"validation F1 {f1:.4f} >= {min_f1:.4f}" + (
-        f" and beats live {live_version} ({live_f1:.4f})" if live_f1 is not None else ""
-    )
+    reason = f"validation F1 {f1:.4f} >= {min_f1:.4f}"
+    if live_f1 is not None:
+        reason += f" and beats live {live_version} ({live_f1:.4f})"
+    elif live_manifest:
+        reason += f"; live {live_version} has no validation F1 to compare with"
     return GateDecision(True, f1, min_f1, live_version, live_f1, reason)
+
+
+def _optional_metric(manifest: dict[str, Any]) -> float | None:
+    try:
+        return gate_metric(manifest)
+    except ArtifactError:
+        return None
 
 
 def publish(

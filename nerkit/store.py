@@ -11,7 +11,11 @@ written with ``If-Match`` on the ETag that was read (or ``If-None-Match: *`` whe
 so two publishers racing each other cannot both win. Objects get the bucket's default
 encryption (SSE-S3 or the bucket's KMS key); nothing here asks for a specific key.
 
-Every failure surfaces as ``ArtifactError`` (or a subclass) with a message safe to show clients.
+Every failure surfaces as ``ArtifactError`` (or a subclass). Messages name buckets, keys and
+paths: they are for operators and logs, not for the clients of the HTTP API.
+
+Serving's cache directory holds one extraction per version (Lambda's /tmp is 512 MB by
+default): ``resolve(..., keep=[...])`` deletes the others before downloading a new one.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -34,7 +39,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from nerkit.artifact import MANIFEST, ArtifactError, extract, sha256_file, verify
+from nerkit.artifact import (
+    DEFAULT_MAX_EXTRACT_BYTES,
+    MANIFEST,
+    ArtifactError,
+    extract,
+    sha256_file,
+    verify,
+)
 
 # boto3 generates its clients at runtime and ships no type stubs; the alias documents intent.
 S3Client = Any
@@ -44,6 +56,8 @@ LIVE = "LIVE"
 # Written next to an extracted model once it is verified; extract() refuses dot-files in a
 # tarball, so an artifact cannot bring its own marker.
 CACHE_MARKER = ".tarball-sha256"
+# A tarball larger than extract() accepts is refused before it fills the disk, not after.
+MAX_DOWNLOAD_BYTES = DEFAULT_MAX_EXTRACT_BYTES
 
 # Versions become S3 key segments and local directory names: no separators, no leading dot.
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -69,6 +83,11 @@ _CLIENT_CONFIG = Config(
 
 class ModelNotFound(ArtifactError):
     """The bucket, object, LIVE pointer or version does not exist."""
+
+
+class StoreUnavailable(ArtifactError):
+    """S3 or the local cache failed (unreachable, access denied, throttled, disk full): the
+    artifact itself may be fine, so trying again later can succeed."""
 
 
 class VersionExists(ArtifactError):
@@ -290,9 +309,19 @@ class ModelStore:
         """The LIVE pointer, or ``None`` when nothing has been published yet."""
         return self._read_live()[0]
 
-    def fetch(self, cache_dir: Path, version: str | None = None) -> LoadedArtifact:
+    def fetch(
+        self,
+        cache_dir: Path,
+        version: str | None = None,
+        *,
+        keep: Collection[Path] | None = None,
+    ) -> LoadedArtifact:
         """Download, verify and extract ``version`` (default: the LIVE one) to
-        ``cache_dir/<version>``, reusing an earlier verified extraction of the same tarball."""
+        ``cache_dir/<version>``, reusing an earlier verified extraction of the same tarball.
+
+        With ``keep``, a download first deletes every other model directory of ``cache_dir``
+        except those in ``keep`` (see ``prune_cache``).
+        """
         if version is None:
             pointer = self.live()
             if pointer is None:
@@ -306,6 +335,8 @@ class ModelStore:
         with _cache_errors(cache_dir):
             artifact = _reuse(dest, sha256, source)
             if artifact is None:
+                if keep is not None:
+                    prune_cache(cache_dir, keep)
                 with _temp_download(cache_dir) as tmp:
                     if self._download(key, tmp) != sha256:
                         raise ArtifactError(
@@ -316,12 +347,14 @@ class ModelStore:
             raise ArtifactError(f"{source} holds version {artifact.version}, not {version}")
         return artifact
 
-    def fetch_object(self, key: str, cache_dir: Path) -> LoadedArtifact:
+    def fetch_object(
+        self, key: str, cache_dir: Path, *, keep: Collection[Path] | None = None
+    ) -> LoadedArtifact:
         """Download one tarball by its full key (outside the version layout) and extract it
-        to a directory of ``cache_dir`` named after its sha256."""
+        to a directory of ``cache_dir`` named after its sha256 (``keep``: as for ``fetch``)."""
         source = f"s3://{self.bucket}/{key}"
         with _cache_errors(cache_dir), _temp_download(cache_dir) as tmp:
-            return _reuse_or_install(tmp, self._download(key, tmp), cache_dir, source)
+            return _reuse_or_install(tmp, self._download(key, tmp), cache_dir, source, keep)
 
     # -- S3 plumbing --------------------------------------------------------------------
 
@@ -347,11 +380,24 @@ class ModelStore:
         return sha256
 
     def _download(self, key: str, dest: Path) -> str:
-        """Stream ``key`` into ``dest``; return its sha256 (hashed on the way, not re-read)."""
-        digest = hashlib.sha256()
+        """Stream ``key`` into ``dest``; return its sha256 (hashed on the way, not re-read).
+
+        Refuses objects over ``MAX_DOWNLOAD_BYTES``: by their declared size before reading
+        anything, and by the bytes received, in case the declared size was wrong.
+        """
+        too_large = ArtifactError(
+            f"s3://{self.bucket}/{key} is larger than {MAX_DOWNLOAD_BYTES} bytes"
+        )
+        digest, size = hashlib.sha256(), 0
         with _s3_errors(self.bucket, key), dest.open("wb") as out:
-            body = self._request("get_object", key)["Body"]
-            for chunk in body.iter_chunks(1 << 20):
+            response = self._request("get_object", key)
+            if response.get("ContentLength", 0) > MAX_DOWNLOAD_BYTES:
+                response["Body"].close()
+                raise too_large
+            for chunk in response["Body"].iter_chunks(1 << 20):
+                size += len(chunk)
+                if size > MAX_DOWNLOAD_BYTES:
+                    raise too_large
                 digest.update(chunk)
                 out.write(chunk)
         return digest.hexdigest()
@@ -368,31 +414,39 @@ class ModelStore:
             return getattr(self.s3, operation)(Bucket=self.bucket, Key=key, **kwargs)
 
 
-def resolve(model_uri: str, cache_dir: Path, *, s3: S3Client | None = None) -> LoadedArtifact:
+def resolve(
+    model_uri: str,
+    cache_dir: Path,
+    *,
+    s3: S3Client | None = None,
+    keep: Collection[Path] | None = None,
+) -> LoadedArtifact:
     """Turn serving's ``MODEL_URI`` into a verified model directory.
 
     ``s3://bucket/prefix`` follows LIVE, ``s3://bucket/key.tar.gz`` loads one object, a local
     ``.tar.gz`` is extracted into ``cache_dir`` and a local directory is verified in place.
+    With ``keep`` (serving passes the directory its engine was loaded from), a download or
+    extraction first deletes the other model directories of ``cache_dir``.
     """
     if not model_uri:
         raise ArtifactError("no model URI given")
     if model_uri.startswith("s3://"):
         bucket, key = parse_s3_uri(model_uri)
         if _is_tarball_key(key):
-            return ModelStore(bucket, s3=s3).fetch_object(key, cache_dir)
-        return ModelStore(bucket, key, s3).fetch(cache_dir)
+            return ModelStore(bucket, s3=s3).fetch_object(key, cache_dir, keep=keep)
+        return ModelStore(bucket, key, s3).fetch(cache_dir, keep=keep)
     path = Path(model_uri)
     if path.is_dir():
         manifest = verify(path)
         return LoadedArtifact(path, manifest, str(manifest["version"]), str(path))
     if path.is_file():
         with _cache_errors(cache_dir):
-            return _reuse_or_install(path, sha256_file(path), cache_dir, str(path))
+            return _reuse_or_install(path, sha256_file(path), cache_dir, str(path), keep)
     raise ModelNotFound(f"no model at {model_uri}")
 
 
-def live_version(model_uri: str, *, s3: S3Client | None = None) -> str | None:
-    """The LIVE version behind ``model_uri`` (one small GET), for noticing a new release.
+def live_pointer(model_uri: str, *, s3: S3Client | None = None) -> Pointer | None:
+    """The LIVE pointer behind ``model_uri`` (one small GET), for noticing a new release.
 
     ``None`` when there is nothing to follow: a fixed object, a local path, or no LIVE yet.
     """
@@ -401,8 +455,25 @@ def live_version(model_uri: str, *, s3: S3Client | None = None) -> str | None:
     bucket, key = parse_s3_uri(model_uri)
     if _is_tarball_key(key):
         return None
-    pointer = ModelStore(bucket, key, s3).live()
-    return pointer.version if pointer else None
+    return ModelStore(bucket, key, s3).live()
+
+
+def prune_cache(cache_dir: Path, keep: Collection[Path]) -> list[Path]:
+    """Delete the model directories of ``cache_dir`` that are not in ``keep``; return them.
+
+    Only complete extractions (those with ``CACHE_MARKER``) go: a download or extraction in
+    progress (temp files, ``.partial-`` staging directories) belongs to whoever runs it.
+    """
+    if not cache_dir.is_dir():
+        return []
+    kept = {path.resolve() for path in keep}
+    removed = []
+    for entry in sorted(cache_dir.iterdir()):
+        complete = entry.is_dir() and not entry.is_symlink() and (entry / CACHE_MARKER).is_file()
+        if complete and entry.resolve() not in kept:
+            shutil.rmtree(entry)
+            removed.append(entry)
+    return removed
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -475,11 +546,18 @@ def _install(tar_file: Path, sha256: str, dest: Path, source: str) -> LoadedArti
     return LoadedArtifact(dest, manifest, str(manifest["version"]), source)
 
 
-def _reuse_or_install(tar_file: Path, sha256: str, cache_dir: Path, source: str) -> LoadedArtifact:
+def _reuse_or_install(
+    tar_file: Path, sha256: str, cache_dir: Path, source: str, keep: Collection[Path] | None
+) -> LoadedArtifact:
     # Content-addressed: the version is unknown until extraction. The leading "_" cannot
     # start a version, so these never collide with cache_dir/<version>.
     dest = cache_dir / f"_sha256-{sha256[:16]}"
-    return _reuse(dest, sha256, source) or _install(tar_file, sha256, dest, source)
+    artifact = _reuse(dest, sha256, source)
+    if artifact is None:
+        if keep is not None:
+            prune_cache(cache_dir, keep)
+        artifact = _install(tar_file, sha256, dest, source)
+    return artifact
 
 
 @contextmanager
@@ -500,14 +578,15 @@ def _cache_errors(cache_dir: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise ArtifactError(
+        raise StoreUnavailable(
             f"cannot use the model cache {cache_dir}: {exc.strerror or exc}"
         ) from exc
 
 
 @contextmanager
 def _s3_errors(bucket: str, key: str) -> Iterator[None]:
-    """Translate botocore failures into ArtifactErrors with client-safe messages."""
+    """Translate botocore failures into ArtifactErrors; failures of access or transport
+    (anything but a missing object or a lost condition) are ``StoreUnavailable``."""
     uri = f"s3://{bucket}/{key}"
     try:
         yield
@@ -520,7 +599,7 @@ def _s3_errors(bucket: str, key: str) -> Iterator[None]:
         if code in _CONDITION_FAILED:
             raise _ConditionFailed(f"conditional write to {uri} failed") from exc
         if code in _DENIED:
-            raise ArtifactError(f"access denied to {uri}") from exc
-        raise ArtifactError(f"S3 error {code or 'unknown'} on {uri}") from exc
+            raise StoreUnavailable(f"access denied to {uri}") from exc
+        raise StoreUnavailable(f"S3 error {code or 'unknown'} on {uri}") from exc
     except BotoCoreError as exc:
-        raise ArtifactError(f"cannot reach S3 for {uri}: {type(exc).__name__}") from exc
+        raise StoreUnavailable(f"cannot reach S3 for {uri}: {type(exc).__name__}") from exc

@@ -1,12 +1,16 @@
 """The HTTP API (nerkit.api) through Starlette's TestClient, on the tiny real ONNX artifact.
 
 S3 is moto (in-process) where a LIVE pointer is needed; nothing else is mocked except the
-clock of the model holder, so refresh timing is deterministic.
+clock of the model holder, so refresh timing is deterministic, and, where a test is about the
+holder's decisions, the store functions it calls (wrapped to count calls, or faked).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 import shutil
 import threading
 import time
@@ -18,11 +22,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from nerkit.api.app import create_app
+from nerkit.api.headers import page_csp
 from nerkit.api.model import LOAD_RETRY_SECONDS, ModelHolder
 from nerkit.api.settings import Settings, SettingsError
-from nerkit.artifact import pack, write_manifest
+from nerkit.artifact import ArtifactError, pack, write_manifest
 from nerkit.engine import NerEngine
-from nerkit.store import LoadedArtifact, ModelStore, resolve
+from nerkit.store import LoadedArtifact, ModelStore, Pointer, StoreUnavailable, resolve
 
 TEXT = "Angela Merkel met Tim Cook of Apple in Berlin on Monday, then flew to Paris."
 # Accents, a combining mark, CJK, an emoji with a skin tone and a ZWJ family: offsets must
@@ -53,6 +58,7 @@ def settings(tiny_artifact_dir: Path, tmp_path: Path) -> Settings:
         model_cache_dir=tmp_path / "cache",
         max_texts=4,
         max_text_chars=300,
+        max_total_chars=700,
         max_body_bytes=4096,
     )
 
@@ -70,7 +76,12 @@ def aws_env(moto_s3: Any) -> Any:
 
 
 def post(client: TestClient, body: Any) -> Any:
-    return client.post("/v1/entities", json=body)
+    # ASCII JSON with \u escapes: the only way a lone surrogate can travel, so tests can send
+    # one (raw UTF-8 bodies are in test_raw_bodies).
+    content = json.dumps(body).encode()
+    return client.post(
+        "/v1/entities", content=content, headers={"content-type": "application/json"}
+    )
 
 
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
@@ -85,6 +96,25 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert error["message"]
     assert error["request_id"] == response.headers["x-request-id"]
     return error
+
+
+class Calls:
+    """Wraps a store function (``resolve``, ``live_pointer``) and records every call."""
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(kwargs)
+        return self.function(*args, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+
+def pointer(version: str, sha256: str = "0" * 64) -> Pointer:
+    return Pointer(version, f"models/{version}/model.tar.gz", sha256, "2026-01-01T00:00:00Z", None)
 
 
 def request_lines(output: str) -> list[dict[str, Any]]:
@@ -148,35 +178,71 @@ def test_model_info_summarises_the_manifest_without_paths(
     assert str(tiny_artifact_dir) not in response.text
 
 
-@pytest.mark.parametrize("model_uri", ["/nonexistent/model", ""])
-def test_unloadable_model_is_503_and_health_stays_up(settings: Settings, model_uri: str) -> None:
+@pytest.mark.parametrize(
+    ("model_uri", "reason", "detail"),
+    [
+        ("/nonexistent/model", "no_live_model", "no model at /nonexistent/model"),
+        ("", "not_configured", "MODEL_URI is not set"),
+    ],
+)
+def test_unloadable_model_is_503_and_health_stays_up(
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    model_uri: str,
+    reason: str,
+    detail: str,
+) -> None:
     client = TestClient(create_app(settings.model_copy(update={"model_uri": model_uri})))
-    reason = "no model at /nonexistent/model" if model_uri else "MODEL_URI is not set"
     for response in (client.get("/ready"), client.get("/v1/model"), post(client, {"text": TEXT})):
         error = assert_error(response, 503, "model_unavailable")
-        assert reason in error["message"]
+        assert [(d["loc"], d["type"]) for d in error["details"]] == [([], reason)]
+        assert "/nonexistent" not in response.text and "MODEL_URI" not in response.text
     assert client.get("/health").status_code == 200
     # A client's mistake is still reported as such while no model can load.
     assert_error(post(client, {"text": ""}), 422, "validation_error")
     status = client.app.state.model.status()
-    assert status.version is None and reason in (status.error or "")
+    assert (status.version, status.error, status.error_detail) == (None, reason, detail)
+    # The details are for the operator: in the log, not in the response.
+    [failure] = [
+        line
+        for line in map(json.loads, capsys.readouterr().out.splitlines())
+        if line["message"] == "model load failed"
+    ]
+    assert (failure["reason"], failure["error"]) == (reason, detail)
+
+
+def test_s3_failures_do_not_leak_bucket_names(aws_env: Any, settings: Settings) -> None:
+    settings = settings.model_copy(update={"model_uri": MODEL_PREFIX})
+    client = TestClient(create_app(settings))
+    response = client.get("/ready")
+    assert assert_error(response, 503, "model_unavailable")["details"][0]["type"] == (
+        "no_live_model"
+    )
+    assert BUCKET not in response.text
+    assert BUCKET in (client.app.state.model.status().error_detail or "")
+
+    elsewhere = settings.model_copy(update={"model_uri": "s3://no-such-bucket-anywhere/m"})
+    response = post(TestClient(create_app(elsewhere)), {"text": TEXT})
+    assert_error(response, 503, "model_unavailable")
+    assert "no-such-bucket-anywhere" not in response.text
 
 
 def test_failed_first_load_is_retried_after_a_pause(settings: Settings) -> None:
     calls: list[str] = []
 
-    def flaky_resolve(uri: str, cache_dir: Path) -> LoadedArtifact:
+    def flaky_resolve(uri: str, cache_dir: Path, **options: Any) -> LoadedArtifact:
         calls.append(uri)
         if len(calls) == 1:
-            raise OSError("disk full")
-        return resolve(uri, cache_dir)
+            raise OSError("disk full at /tmp/secret")
+        return resolve(uri, cache_dir, **options)
 
     clock = FakeClock()
     holder = ModelHolder(settings, resolve=flaky_resolve, clock=clock)
     client = TestClient(create_app(settings, model=holder))
-    error = assert_error(client.get("/ready"), 503, "model_unavailable")
-    # Not an ArtifactError: the client sees the type only, never the message.
-    assert error["message"] == "model load failed: OSError"
+    response = client.get("/ready")
+    error = assert_error(response, 503, "model_unavailable")
+    # Not an ArtifactError: an unexpected failure, whose message the client never sees.
+    assert error["details"][0]["type"] == "load_failed" and "secret" not in response.text
     assert_error(client.get("/ready"), 503, "model_unavailable")
     assert len(calls) == 1, "a load that just failed is not retried by every request"
     clock.now += LOAD_RETRY_SECONDS
@@ -187,10 +253,10 @@ def test_failed_first_load_is_retried_after_a_pause(settings: Settings) -> None:
 def test_concurrent_first_requests_load_the_model_once(settings: Settings) -> None:
     calls: list[str] = []
 
-    def slow_resolve(uri: str, cache_dir: Path) -> LoadedArtifact:
+    def slow_resolve(uri: str, cache_dir: Path, **options: Any) -> LoadedArtifact:
         calls.append(uri)
         time.sleep(0.2)  # widens the window in which unsynchronised loads would overlap
-        return resolve(uri, cache_dir)
+        return resolve(uri, cache_dir, **options)
 
     holder = ModelHolder(settings, resolve=slow_resolve)
     barrier = threading.Barrier(6)
@@ -209,6 +275,44 @@ def test_concurrent_first_requests_load_the_model_once(settings: Settings) -> No
     assert len(models) == 6 and all(model is models[0] for model in models)
 
 
+# -- preloading (Lambda init) ---------------------------------------------------------------
+
+
+def test_preload_loads_while_the_app_is_built(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"preload_model": True}))
+    assert app.state.model.status().loads == 1
+    assert TestClient(app).get("/ready").json()["model_version"] == "test-1"
+    assert app.state.model.status().loads == 1
+    assert create_app(settings).state.model.status().loads == 0, "off unless asked for"
+
+
+def test_a_failed_preload_is_retried_by_the_first_request(settings: Settings) -> None:
+    calls = Calls(resolve)
+    failing = [True]
+
+    def resolve_after_init(uri: str, cache_dir: Path, **options: Any) -> LoadedArtifact:
+        if failing[0]:
+            raise StoreUnavailable("S3 is slow during init")
+        return calls(uri, cache_dir, **options)
+
+    settings = settings.model_copy(update={"preload_model": True})
+    holder = ModelHolder(settings, resolve=resolve_after_init, clock=FakeClock())
+    app = create_app(settings, model=holder)  # does not raise
+    assert holder.status().error == "store_unavailable"
+    failing[0] = False
+    # No LOAD_RETRY_SECONDS pause after a failed preload: the first request loads at once.
+    assert TestClient(app).get("/ready").json()["model_version"] == "test-1"
+    assert len(calls) == 1
+
+
+def test_preload_is_the_default_inside_lambda() -> None:
+    assert Settings.from_env({}).preload_model is False
+    inside = {"AWS_LAMBDA_FUNCTION_NAME": "nerkit-serving"}
+    assert Settings.from_env(inside).preload_model is True
+    assert Settings.from_env({**inside, "PRELOAD_MODEL": "false"}).preload_model is False
+    assert Settings.from_env({"PRELOAD_MODEL": "true"}).preload_model is True
+
+
 # -- refreshing from the LIVE pointer -------------------------------------------------------
 
 
@@ -221,8 +325,10 @@ def test_refresh_swaps_to_a_new_live_version_and_keeps_the_old_one_when_broken(
     settings = settings.model_copy(
         update={"model_uri": MODEL_PREFIX, "model_refresh_seconds": 60.0}
     )
-    client = TestClient(create_app(settings, model=ModelHolder(settings, clock=clock)))
-    holder = client.app.state.model
+    calls = Calls(resolve)
+    holder = ModelHolder(settings, resolve=calls, clock=clock)
+    client = TestClient(create_app(settings, model=holder))
+    cache = settings.model_cache_dir
 
     def served_version() -> str:
         response = post(client, {"text": TEXT})
@@ -238,9 +344,15 @@ def test_refresh_swaps_to_a_new_live_version_and_keeps_the_old_one_when_broken(
     clock.now += 1
     assert served_version() == "v1", "a version that fails to load never replaces a good one"
     ready = client.get("/ready").json()
-    assert ready["model_version"] == "v1"
-    assert ready["refresh_error"].startswith("model refresh failed: artifact model or tokenizer")
-    assert holder.status().loads == 1
+    assert (ready["model_version"], ready["refresh_error"]) == ("v1", "load_failed")
+    assert "artifact model or tokenizer" in (holder.status().error_detail or "")
+    assert (holder.status().loads, len(calls)) == (1, 2)
+
+    for _ in range(3):
+        clock.now += 60
+        assert served_version() == "v1"
+    assert len(calls) == 2, "a release that failed to load is not downloaded again"
+    assert client.get("/ready").json()["refresh_error"] == "load_failed", "LIVE is not served"
 
     store.set_live(store.upload(artifact_version(tiny_artifact_dir, tmp_path, "v3")))
     clock.now += 60
@@ -248,6 +360,184 @@ def test_refresh_swaps_to_a_new_live_version_and_keeps_the_old_one_when_broken(
     assert client.get("/ready").json()["refresh_error"] is None
     status = holder.status()
     assert (status.version, status.loads, status.error) == ("v3", 2, None)
+    # The download of v3 made room first: only the model in use then (v1) stayed.
+    assert cache_entries(cache) == ["v1", "v3"]
+    assert calls.calls[-1]["keep"] == [cache / "v1"]
+
+    store.set_live(store.upload(artifact_version(tiny_artifact_dir, tmp_path, "v4")))
+    clock.now += 60
+    assert served_version() == "v4"
+    assert cache_entries(cache) == ["v3", "v4"]
+
+
+def cache_entries(cache: Path) -> list[str]:
+    """The model directories in the cache (not temp files, which must be gone anyway)."""
+    return sorted(entry.name for entry in cache.iterdir())
+
+
+def test_a_broken_first_release_is_not_downloaded_again(
+    aws_env: Any, settings: Settings, tiny_artifact_dir: Path, tmp_path: Path
+) -> None:
+    store = ModelStore.from_uri(MODEL_PREFIX, aws_env)
+    broken = artifact_version(tiny_artifact_dir, tmp_path, "v1-broken", broken=True)
+    store.set_live(store.upload(broken))
+    clock = FakeClock()
+    settings = settings.model_copy(update={"model_uri": MODEL_PREFIX})
+    calls = Calls(resolve)
+    client = TestClient(
+        create_app(settings, model=ModelHolder(settings, resolve=calls, clock=clock))
+    )
+    for _ in range(3):
+        error = assert_error(client.get("/ready"), 503, "model_unavailable")
+        assert error["details"][0]["type"] == "load_failed"
+        clock.now += LOAD_RETRY_SECONDS
+    assert len(calls) == 1
+    store.set_live(store.upload(artifact_version(tiny_artifact_dir, tmp_path, "v2")))
+    assert client.get("/ready").json()["model_version"] == "v2"
+
+
+def fake_holder(
+    settings: Settings, live: list[Any], clock: FakeClock, **options: Any
+) -> tuple[ModelHolder, Calls, Calls]:
+    """A holder on an s3:// URI whose LIVE pointer is ``live[0]`` (a Pointer, or an exception
+    to raise) and whose resolve fails for versions named ``bad-*`` (as a broken artifact does)
+    and else loads the tiny artifact (version test-1)."""
+
+    def live_pointer(uri: str, **kwargs: Any) -> Pointer | None:
+        if isinstance(live[0], Exception):
+            raise live[0]
+        current: Pointer | None = live[0]
+        return current
+
+    def load_tiny(uri: str, cache_dir: Path, **kwargs: Any) -> LoadedArtifact:
+        if live[0].version.startswith("bad-"):
+            raise ArtifactError(f"checksum mismatch: {uri}/{live[0].version}/model.tar.gz")
+        return resolve(str(settings.model_uri), cache_dir, keep=kwargs["keep"])
+
+    checks, loads = Calls(live_pointer), Calls(load_tiny)
+    s3_settings = settings.model_copy(update={"model_uri": "s3://bucket/models"})
+    holder = ModelHolder(s3_settings, resolve=loads, live_pointer=checks, clock=clock, **options)
+    return holder, checks, loads
+
+
+def test_refresh_error_clears_once_live_is_served_again(settings: Settings) -> None:
+    clock = FakeClock()
+    live: list[Any] = [pointer("test-1")]
+    holder, checks, loads = fake_holder(settings, live, clock)
+    assert holder.get().version == "test-1"
+
+    live[0] = StoreUnavailable("cannot reach S3 for s3://bucket/models/LIVE")
+    clock.now += 60
+    holder.get()
+    assert holder.status().error == "store_unavailable"
+    live[0] = pointer("test-1")
+    clock.now += 60
+    holder.get()
+    assert holder.status().error is None
+
+    # A broken release, then a rollback to the version that serves: healthy again.
+    live[0] = pointer("bad-2")
+    clock.now += 60
+    holder.get()
+    assert holder.status().error == "load_failed"
+    live[0] = pointer("test-1")
+    clock.now += 60
+    holder.get()
+    assert holder.status().error is None
+    assert (len(checks), len(loads), holder.status().loads) == (5, 2, 1)
+
+
+def test_a_failed_release_is_retried_only_when_live_moves(settings: Settings) -> None:
+    clock = FakeClock()
+    live: list[Any] = [pointer("test-1")]
+    holder, _, loads = fake_holder(settings, live, clock)
+    holder.get()
+    live[0] = pointer("bad-2", "2" * 64)
+    for _ in range(3):
+        clock.now += 60
+        holder.get()
+        assert holder.status().error == "load_failed"
+    assert len(loads) == 2
+    # The same version name with other bytes (re-published under the same name) is new.
+    live[0] = pointer("bad-2", "3" * 64)
+    clock.now += 60
+    holder.get()
+    assert len(loads) == 3
+
+
+def test_store_trouble_is_retried_at_the_next_check(settings: Settings) -> None:
+    """Only a fault of the artifact is remembered: S3 or the disk may work next time."""
+    clock = FakeClock()
+    live: list[Any] = [pointer("test-1")]
+    holder, _, loads = fake_holder(settings, live, clock)
+    holder.get()
+    real_resolve = loads.function
+    failing = [True]
+
+    def unreachable(uri: str, cache_dir: Path, **kwargs: Any) -> LoadedArtifact:
+        if failing[0]:
+            raise StoreUnavailable("cannot reach S3")
+        return real_resolve(uri, cache_dir, **kwargs)
+
+    loads.function = unreachable
+    live[0] = pointer("v2")
+    clock.now += 60
+    holder.get()
+    assert holder.status().error == "store_unavailable"
+    failing[0] = False
+    clock.now += 60
+    holder.get()
+    assert (len(loads), holder.status().loads, holder.status().error) == (3, 2, None)
+
+
+def test_live_is_checked_at_most_every_interval_even_when_the_check_fails(
+    settings: Settings,
+) -> None:
+    clock = FakeClock()
+    live: list[Any] = [pointer("test-1")]
+    holder, checks, _ = fake_holder(settings, live, clock)
+    holder.get()
+    live[0] = StoreUnavailable("cannot reach S3")
+    clock.now += 60
+    for _ in range(5):
+        holder.get()
+    assert len(checks) == 2
+    clock.now += 59
+    holder.get()
+    assert len(checks) == 2
+    clock.now += 1
+    holder.get()
+    assert len(checks) == 3
+
+
+def test_one_s3_client_serves_every_check_and_load(settings: Settings) -> None:
+    clients: list[object] = []
+
+    def new_client() -> object:
+        clients.append(object())
+        return clients[-1]
+
+    clock = FakeClock()
+    live: list[Any] = [pointer("test-1")]
+    holder, checks, loads = fake_holder(settings, live, clock, s3_client=new_client)
+    holder.get()
+    live[0] = pointer("bad-2")
+    for _ in range(2):
+        clock.now += 60
+        holder.get()
+    assert len(clients) == 1
+    used = [call["s3"] for call in checks.calls + loads.calls]
+    assert len(used) == 5 and all(client is clients[0] for client in used)
+
+
+def test_local_models_need_no_s3_client(settings: Settings) -> None:
+    def no_client() -> object:
+        raise AssertionError("an S3 client was made for a local model")
+
+    calls = Calls(resolve)
+    holder = ModelHolder(settings, resolve=calls, s3_client=no_client, clock=FakeClock())
+    assert holder.get().version == "test-1"
+    assert calls.calls[0]["s3"] is None
 
 
 def test_refresh_off_keeps_the_first_model(
@@ -271,8 +561,8 @@ def test_single_text(client: TestClient) -> None:
     response = post(client, {"text": TEXT})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"entities", "model_version", "took_ms"}
-    assert body["model_version"] == "test-1"
+    assert set(body) == {"entities", "truncated", "model_version", "took_ms"}
+    assert (body["model_version"], body["truncated"]) == ("test-1", False)
     assert isinstance(body["took_ms"], float) and body["took_ms"] >= 0
     assert body["entities"], "the tiny model finds entities in TEXT"
     for entity in body["entities"]:
@@ -288,9 +578,32 @@ def test_batch_matches_single_requests(client: TestClient) -> None:
     response = post(client, {"texts": texts, "aggregation": "first"})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"results", "model_version", "took_ms"}
+    assert set(body) == {"results", "truncated", "model_version", "took_ms"}
     singles = [post(client, {"text": text, "aggregation": "first"}).json() for text in texts]
-    assert body["results"] == [{"entities": single["entities"]} for single in singles]
+    assert body["results"] == [
+        {"entities": single["entities"], "truncated": False} for single in singles
+    ]
+    assert body["truncated"] is False
+
+
+def test_entities_past_max_entities_are_cut_and_flagged(settings: Settings) -> None:
+    found = post(TestClient(create_app(settings)), {"text": TEXT}).json()["entities"]
+    assert len(found) >= 3, "the tiny model finds several entities in TEXT"
+    capped = TestClient(create_app(settings.model_copy(update={"max_entities": len(found) + 1})))
+
+    batch = post(capped, {"texts": [TEXT, TEXT, TEXT]}).json()
+    assert [(r["entities"], r["truncated"]) for r in batch["results"]] == [
+        (found, False),
+        (found[:1], True),
+        ([], True),
+    ]
+    assert batch["truncated"] is True
+    single = post(capped, {"text": TEXT}).json()
+    assert (single["entities"], single["truncated"]) == (found, False)
+
+    one = TestClient(create_app(settings.model_copy(update={"max_entities": 1})))
+    single = post(one, {"text": TEXT}).json()
+    assert (single["entities"], single["truncated"]) == (found[:1], True)
 
 
 @pytest.mark.parametrize("aggregation", ["simple", "first", "average", "max"])
@@ -365,6 +678,9 @@ def test_min_score_filter(client: TestClient) -> None:
         ({"text": "a" * 301}, ["text"], "text_too_long"),
         ({"texts": ["a", "b" * 301]}, ["texts", 1], "text_too_long"),
         ({"texts": ["a"] * 5}, ["texts"], "too_many_texts"),
+        ({"texts": ["a" * 300, "b" * 300, "c" * 101]}, ["texts"], "too_much_text"),
+        ({"texts": ["fine", "\ud800"]}, ["texts", 1], "invalid_text"),
+        ({"text": "caf\udce9"}, ["text"], "invalid_text"),
         (["a"], [], "model_type"),
         ("text", [], "model_type"),
     ],
@@ -377,6 +693,34 @@ def test_invalid_requests_are_422(
         {"loc": detail["loc"], "type": detail["type"]} for detail in error["details"]
     ]
     assert all(detail["msg"] for detail in error["details"])
+
+
+def test_too_much_text_is_refused_before_the_model_loads(settings: Settings) -> None:
+    calls = Calls(resolve)
+    client = TestClient(create_app(settings, model=ModelHolder(settings, resolve=calls)))
+    texts = ["a" * 300, "b" * 300, "c" * 100]
+    assert post(client, {"texts": texts}).status_code == 200
+    error = assert_error(post(client, {"texts": [*texts, "d"]}), 422, "validation_error")
+    assert error["details"] == [
+        {
+            "loc": ["texts"],
+            "type": "too_much_text",
+            "msg": "the texts are 701 characters together; the limit is 700",
+        }
+    ]
+    unloadable = TestClient(create_app(settings.model_copy(update={"model_uri": ""})))
+    assert_error(post(unloadable, {"texts": [*texts, "d"]}), 422, "validation_error")
+
+
+def test_invalid_text_with_log_text_still_writes_the_request_log(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = TestClient(create_app(settings.model_copy(update={"log_text": True})))
+    client.get("/ready")
+    capsys.readouterr()
+    assert_error(post(client, {"texts": [SECRET, "\ud800"]}), 422, "validation_error")
+    [line] = request_lines(capsys.readouterr().out)
+    assert line["status"] == 422 and "texts" not in line
 
 
 def test_validation_errors_do_not_echo_the_text(client: TestClient) -> None:
@@ -399,6 +743,8 @@ def test_validation_errors_do_not_echo_the_text(client: TestClient) -> None:
         (b'{"text": "a"}', "application/json; charset=latin-1", 415, "unsupported_media_type"),
         (b'{"text": "a"}', None, 415, "unsupported_media_type"),
         (b'{"text": "a"}', "application/json; charset=UTF-8", 200, None),
+        ('{"text": "Zoë in São Paulo 😀"}'.encode(), "application/json", 200, None),
+        (b'{"texts": ["ok", "\\udc80"]}', "application/json", 422, "validation_error"),
         (b'{"text": "a"}', "application/problem+json", 200, None),
     ],
 )
@@ -464,6 +810,7 @@ def test_unexpected_error_is_a_generic_500(
     response = post(client, {"text": TEXT})
     error = assert_error(response, 500, "internal_error")
     assert "secret" not in response.text and error["details"] == []
+    assert response.headers["x-content-type-options"] == "nosniff"
     logged = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     [trace] = [line for line in logged if line["message"] == "unhandled error"]
     assert trace["request_id"] == error["request_id"]
@@ -546,8 +893,53 @@ def test_page(client: TestClient, settings: Settings) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "v1/entities" in response.text
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    policy = dict(
+        directive.strip().split(" ", 1)
+        for directive in response.headers["content-security-policy"].split(";")
+    )
+    assert policy == {
+        "default-src": "'none'",
+        "script-src": inline_hash(response.text, "script"),
+        "style-src": inline_hash(response.text, "style"),
+        "connect-src": "'self'",
+        "img-src": "'self' data:",
+        "frame-ancestors": "'none'",
+        "base-uri": "'none'",
+        "form-action": "'self'",
+    }
     no_page = TestClient(create_app(settings.model_copy(update={"enable_page": False})))
     assert_error(no_page.get("/"), 404, "not_found")
+
+
+def inline_hash(page: str, tag: str) -> str:
+    """The CSP source of the page's one inline ``tag`` block, computed independently."""
+    [body] = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.DOTALL)
+    return f"'sha256-{base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()}'"
+
+
+def test_page_csp_allows_only_the_inline_blocks() -> None:
+    policy = page_csp("<style>a{}</style><script>1</script><script type=module>2</script>")
+    assert "script-src 'sha256-" in policy and policy.count("'sha256-") == 3
+    assert "'unsafe-inline'" not in policy
+    assert "script-src 'none'; style-src 'none'" in page_csp("<p>static</p>")
+    with pytest.raises(ValueError, match="inline it"):
+        page_csp('<script src="https://cdn.example/x.js"></script>')
+
+
+def test_json_responses_are_nosniff(client: TestClient, settings: Settings) -> None:
+    unloadable = TestClient(create_app(settings.model_copy(update={"model_uri": ""})))
+    for response in (
+        client.get("/health"),
+        post(client, {"text": TEXT}),
+        post(client, {"text": ""}),
+        client.get("/nowhere"),
+        unloadable.get("/ready"),
+    ):
+        assert response.headers["content-type"] == "application/json", response.text
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "content-security-policy" not in response.headers
 
 
 def test_openapi_and_docs(client: TestClient) -> None:
@@ -604,12 +996,16 @@ def test_settings_from_env() -> None:
     assert settings.cors_origins == ("https://a.example", "http://localhost:3000")
     assert settings.api_base_path == "/ner"
     assert settings.max_text_chars == 20_000
+    assert (settings.max_total_chars, settings.max_entities) == (30_000, 20_000)
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
     [
         ("MAX_TEXTS", "0"),
+        ("MAX_TOTAL_CHARS", "19999"),
+        ("MAX_ENTITIES", "0"),
+        ("PRELOAD_MODEL", "maybe"),
         ("MAX_TEXT_CHARS", "many"),
         ("NER_THREADS", "-1"),
         ("MODEL_REFRESH_SECONDS", "-5"),

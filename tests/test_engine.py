@@ -18,7 +18,14 @@ from transformers import BertForTokenClassification
 
 from nerkit.artifact import ArtifactError, extract, read_manifest
 from nerkit.decoding import AGGREGATIONS
-from nerkit.engine import Entity, NerEngine, assign_windows, plan_windows
+from nerkit.engine import (
+    Entity,
+    InvalidTextError,
+    NerEngine,
+    UnknownLabelsError,
+    assign_windows,
+    plan_windows,
+)
 from nerkit.features import LOWER, TITLE, UPPER
 from nerkit.training.export import build_artifact, export_onnx, quantize_int8
 
@@ -403,14 +410,21 @@ def test_labels_and_min_score_filter(engine: NerEngine) -> None:
 
 
 def test_bad_requests_are_refused(engine: NerEngine) -> None:
-    with pytest.raises(ValueError, match="unknown entity types"):
-        engine.predict(["x"], labels={"PERSON"})
+    with pytest.raises(UnknownLabelsError, match="unknown entity types") as unknown:
+        engine.predict(["x"], labels=["PER", "PERSON", "LOC", "GPE", "PERSON"])
+    assert unknown.value.unknown == ["PERSON", "GPE"]
+    assert unknown.value.known == engine.entity_types
     with pytest.raises(ValueError, match="aggregation"):
         engine.predict(["x"], aggregation="none")
     with pytest.raises(TypeError):
         engine.predict("a single string")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="surrogate"):
-        engine.predict(["bad \ud800 text"])
+    with pytest.raises(TypeError, match="text 1 is not a string"):
+        engine.predict(["fine", b"bytes"])  # type: ignore[list-item]
+    # A lone surrogate (JSON can carry one) is found by index, even among valid non-ASCII.
+    with pytest.raises(InvalidTextError, match="surrogate") as invalid:
+        engine.predict(["São Paulo", "Zoë", "bad \ud800 text", "fine"])
+    assert invalid.value.index == 2
+    assert isinstance(invalid.value, ValueError)
     assert engine.predict([]) == []
 
 

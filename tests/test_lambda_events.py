@@ -139,6 +139,7 @@ def test_post_entities(handler: ModuleType, make_event: Any) -> None:
     status, headers, response = invoke(handler, make_event(body=body), "req-entities")
     assert status == 200, response
     assert headers["x-request-id"] == "req-entities"
+    assert headers["x-content-type-options"] == "nosniff"
     result = json_body(response)
     assert result["model_version"] == "test-1"
     assert len(result["results"]) == 2
@@ -172,6 +173,12 @@ def test_page(handler: ModuleType, make_event: Any) -> None:
     assert headers["content-type"].startswith("text/html")
     assert response["isBase64Encoded"] is False
     assert "<html" in response["body"].lower()
+    # Security headers survive Mangum and API Gateway's header maps.
+    assert headers["content-security-policy"].startswith("default-src 'none'; script-src 'sha256-")
+    assert (headers["x-content-type-options"], headers["referrer-policy"]) == (
+        "nosniff",
+        "no-referrer",
+    )
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,9 @@
 A small Runtime API server (the 2018-06-01 protocol Lambda speaks to the runtime) runs in a
 thread: it hands out queued events on ``/invocation/next`` and records what the runtime posts
 back. ``python -m awslambdaric handler.handler`` runs as a subprocess in lambda/, as in the
-image, and must answer REST (v1) and HTTP API (v2) events, keep its model across invocations,
-report a broken model as a 503 and a broken configuration as an init error.
+image, and must load its model during init, answer REST (v1) and HTTP API (v2) events, keep
+its model across invocations, report a broken model as a 503 and a broken configuration as an
+init error.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class RuntimeApi:
     def __init__(self) -> None:
         self.events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
         self.posts: queue.Queue[Post] = queue.Queue()
+        # Set when the runtime first asks for an event: its init phase is over.
+        self.polled = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -82,6 +85,7 @@ class RuntimeApi:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 assert self.path == "/2018-06-01/runtime/invocation/next"
+                api.polled.set()
                 request_id, event = api.events.get()  # a real Lambda also blocks here
                 body = json.dumps(event).encode()
                 self.send_response(200)
@@ -227,6 +231,9 @@ def test_local_artifact(
     runtime_api: RuntimeApi, start_runtime: Any, tiny_artifact_tar: Path
 ) -> None:
     runtime = start_runtime(MODEL_URI=str(tiny_artifact_tar))
+    assert runtime_api.polled.wait(WAIT_S)
+    messages = [line.get("message") for line in runtime.log_lines()]
+    assert "model loaded" in messages, "the model loads during init (PRELOAD_MODEL)"
     assert_serves_two_invocations_with_one_load(runtime_api, runtime, "test-1")
 
 
@@ -250,7 +257,11 @@ def test_broken_model_is_a_503_not_a_crash(runtime_api: RuntimeApi, start_runtim
     status, body = response_of(runtime_api.invoke(rest_event(json.dumps({"text": TEXT}))))
     assert status == 503
     assert body["error"]["code"] == "model_unavailable"
-    assert "no model at /nonexistent/model.tar.gz" in body["error"]["message"]
+    assert body["error"]["details"][0]["type"] == "no_live_model"
+    assert "/nonexistent" not in json.dumps(body)
+    # The failed init load, then the first request's own attempt: details in the log only.
+    failures = [line for line in runtime.log_lines() if line.get("message") == "model load failed"]
+    assert [line["error"] for line in failures] == ["no model at /nonexistent/model.tar.gz"] * 2
     status, body = response_of(runtime_api.invoke(http_event("GET", "/health")))
     assert (status, body) == (200, {"status": "ok"})
     assert runtime.process.poll() is None

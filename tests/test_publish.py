@@ -1,4 +1,4 @@
-"""The quality gate, publish and rollback (library and CLI) against moto S3."""
+"""The quality gate, publish (library and both CLIs) and rollback against moto S3."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 from helpers import dummy_tarball
 
-from nerkit import artifact
+from nerkit import artifact, models_cli
 from nerkit.publish import decide, publish
 from nerkit.store import ModelStore
-from nerkit.training import cli
 
 BUCKET, PREFIX = "models-bucket", "models"
 URI = f"s3://{BUCKET}/{PREFIX}"
@@ -43,6 +42,18 @@ def test_decide_rules() -> None:
         decide({"version": "c", "metrics": {}}, min_f1=0.5)
 
 
+@pytest.mark.parametrize("live_metrics", [{}, {"validation": {}}, {"validation": {"f1": "high"}}])
+def test_a_live_model_without_f1_leaves_only_the_minimum(live_metrics: dict[str, Any]) -> None:
+    manifest = {"version": "b", "metrics": {"validation": {"f1": 0.9}}}
+    live = {"version": "a", "metrics": live_metrics}
+    passed = decide(manifest, min_f1=0.85, live_manifest=live)
+    assert passed.passed and passed.live_f1 is None and passed.live_version == "a"
+    assert passed.reason == (
+        "validation F1 0.9000 >= 0.8500; live a has no validation F1 to compare with"
+    )
+    assert not decide(manifest, min_f1=0.95, live_manifest=live).passed
+
+
 def test_publish_moves_live_only_when_the_gate_passes(s3: None, tmp_path: Path) -> None:
     store = ModelStore(BUCKET, PREFIX)
     decision, pointer = publish(store, make_tar(tmp_path, "v1", 0.88), min_f1=0.85)
@@ -59,43 +70,43 @@ def test_publish_moves_live_only_when_the_gate_passes(s3: None, tmp_path: Path) 
     assert decision.passed and store.live().version == "v4"
 
 
+def test_must_beat_live_over_a_live_model_without_metrics(s3: None, tmp_path: Path) -> None:
+    store = ModelStore(BUCKET, PREFIX)
+    store.set_live(store.upload(make_tar(tmp_path, "hand-made", None)))
+    decision, pointer = publish(
+        store, make_tar(tmp_path, "v1", 0.5), min_f1=0.4, must_beat_live=True
+    )
+    assert decision.passed and pointer is not None and pointer.previous == "hand-made"
+    assert "hand-made has no validation F1" in decision.reason
+
+
 def test_cli_publish_and_rollback(
     s3: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["publish", "--model", str(make_tar(tmp_path, "v1", 0.9)), "--uri", URI]) == 0
-    assert (
-        cli.main(
-            [
-                "publish",
-                "--model",
-                str(make_tar(tmp_path, "v2", 0.92)),
-                "--uri",
-                URI,
-                "--min-f1",
-                "0.9",
-                "--must-beat-live",
-            ]
+    def publish_cli(version: str, f1: float, *gate: str) -> int:
+        return models_cli.main(
+            ["publish", str(make_tar(tmp_path, version, f1)), "--uri", URI, *gate]
         )
-        == 0
-    )
+
+    assert publish_cli("v1", 0.9) == 0
+    assert publish_cli("v2", 0.92, "--min-f1", "0.9", "--must-beat-live") == 0
     capsys.readouterr()
-    failing = make_tar(tmp_path, "v3", 0.5)
-    assert cli.main(["publish", "--model", str(failing), "--uri", URI, "--min-f1", "0.9"]) == 1
+    assert publish_cli("v3", 0.5, "--min-f1", "0.9") == models_cli.GATE_REFUSED
     report = json.loads(capsys.readouterr().out)
     assert report["gate"]["passed"] is False and report["live"] is None
 
-    assert cli.main(["rollback", "--uri", URI]) == 0
+    assert models_cli.main(["rollback", "--uri", URI]) == 0
     assert json.loads(capsys.readouterr().out)["version"] == "v1"
-    assert cli.main(["rollback", "--uri", URI, "--to", "v2"]) == 0
+    assert models_cli.main(["rollback", "--uri", URI, "--to", "v2"]) == 0
     assert ModelStore(BUCKET, PREFIX).live().version == "v2"
-    assert cli.main(["rollback", "--uri", URI, "--to", "missing"]) == 2
+    assert models_cli.main(["rollback", "--uri", URI, "--to", "missing"]) == 1
     assert "missing" in capsys.readouterr().err
 
 
 def test_cli_publish_refuses_an_artifact_without_metrics(
     s3: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = cli.main(["publish", "--model", str(make_tar(tmp_path, "v1", None)), "--uri", URI])
-    assert code == 2
-    assert "no metrics.validation.f1" in capsys.readouterr().err
+    code = models_cli.main(["publish", str(make_tar(tmp_path, "v1", None)), "--uri", URI])
+    assert code == 1
+    assert "no metrics.validation.f1" in json.loads(capsys.readouterr().err)["error"]
     assert ModelStore(BUCKET, PREFIX).live() is None

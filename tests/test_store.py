@@ -19,17 +19,21 @@ from botocore.stub import Stubber
 from helpers import dummy_tarball, free_port
 
 from nerkit import models_cli
+from nerkit import store as store_module
 from nerkit.artifact import MANIFEST, ArtifactError, sha256_file
 from nerkit.store import (
+    CACHE_MARKER,
     LiveConflict,
     ModelNotFound,
     ModelStore,
     Pointer,
     S3Client,
+    StoreUnavailable,
     VersionExists,
     VersionInfo,
-    live_version,
+    live_pointer,
     parse_s3_uri,
+    prune_cache,
     resolve,
 )
 
@@ -437,7 +441,7 @@ def test_access_denied(cache: Path) -> None:
     client = boto3.client("s3")
     stubber = Stubber(client)
     stubber.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
-    with stubber, pytest.raises(ArtifactError, match="access denied to s3://private/models/LIVE"):
+    with stubber, pytest.raises(StoreUnavailable, match="access denied to s3://private/models/"):
         resolve("s3://private/models", cache, s3=client)
 
 
@@ -447,8 +451,8 @@ def test_unreachable_endpoint(cache: Path) -> None:
         endpoint_url=f"http://127.0.0.1:{free_port()}",
         config=Config(retries={"max_attempts": 1}),
     )
-    with pytest.raises(ArtifactError, match="cannot reach S3 for s3://bkt/models/LIVE"):
-        live_version("s3://bkt/models", s3=client)
+    with pytest.raises(StoreUnavailable, match="cannot reach S3 for s3://bkt/models/LIVE"):
+        live_pointer("s3://bkt/models", s3=client)
 
 
 # -- resolve / live_version ---------------------------------------------------------------
@@ -511,12 +515,105 @@ def _symlink(name: str, target: str) -> tarfile.TarInfo:
     return info
 
 
-def test_live_version(store: ModelStore, s3: S3Client, tmp_path: Path) -> None:
-    assert live_version(URI, s3=s3) is None
+def test_live_pointer(store: ModelStore, s3: S3Client, tmp_path: Path) -> None:
+    assert live_pointer(URI, s3=s3) is None
     publish(store, tmp_path, "v1")
-    assert live_version(URI, s3=s3) == "v1"
-    assert live_version(f"s3://{BUCKET}/exports/ner.tar.gz", s3=s3) is None
-    assert live_version(str(tmp_path)) is None
+    assert live_pointer(URI, s3=s3) == store.live()
+    assert live_pointer(f"s3://{BUCKET}/exports/ner.tar.gz", s3=s3) is None
+    assert live_pointer(str(tmp_path)) is None
+
+
+def test_a_tarball_over_the_download_limit_is_refused_unread(
+    store: ModelStore, s3: S3Client, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tar = build_tarball(tmp_path, "v1")
+    store.set_live(store.upload(tar))
+    monkeypatch.setattr(store_module, "MAX_DOWNLOAD_BYTES", tar.stat().st_size - 1)
+    with pytest.raises(ArtifactError, match=r"v1/model\.tar\.gz is larger than"):
+        store.fetch(cache)
+    assert entries(cache) == []
+    monkeypatch.setattr(store_module, "MAX_DOWNLOAD_BYTES", tar.stat().st_size)
+    assert store.fetch(cache).version == "v1"
+
+
+class LyingLength:
+    """An S3 client whose objects declare a smaller size than they have."""
+
+    def __init__(self, s3: S3Client) -> None:
+        self._s3 = s3
+
+    def get_object(self, **kwargs: Any) -> Any:
+        return {**self._s3.get_object(**kwargs), "ContentLength": 1}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+
+def test_the_download_limit_counts_the_bytes_received(
+    s3: S3Client, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish(ModelStore(BUCKET, "models", s3), tmp_path, "v1")
+    monkeypatch.setattr(store_module, "MAX_DOWNLOAD_BYTES", 100)
+    with pytest.raises(ArtifactError, match="is larger than 100 bytes"):
+        ModelStore(BUCKET, "models", LyingLength(s3)).fetch(cache)
+    assert entries(cache) == []
+
+
+# -- the cache: one version next to the one in use --------------------------------------
+
+
+def test_a_download_prunes_every_model_but_the_ones_to_keep(
+    store: ModelStore, cache: Path, tmp_path: Path
+) -> None:
+    publish(store, tmp_path, "v1", "v2", "v3")
+    for version in ("v1", "v2"):
+        store.fetch(cache, version)
+    local = resolve(str(build_tarball(tmp_path, "local")), cache)
+    # In progress elsewhere: a staging directory and a temp download (no cache marker).
+    (cache / "v9.partial-x1y2").mkdir()
+    (cache / ".download-abc.tar.gz").write_bytes(b"partial")
+
+    assert store.fetch(cache, "v3", keep=[cache / "v2"]).path == cache / "v3"
+    assert entries(cache) == [".download-abc.tar.gz", "v2", "v3", "v9.partial-x1y2"]
+    assert not local.path.exists()
+    # Reusing a cached version downloads nothing, so it prunes nothing.
+    assert store.fetch(cache, "v2", keep=[]).version == "v2"
+    assert "v3" in entries(cache)
+    # Without keep (library use, a shared cache), nothing is pruned.
+    store.fetch(cache, "v1")
+    assert {"v1", "v2", "v3"} <= set(entries(cache))
+
+
+def test_resolve_prunes_before_extracting_a_new_local_tarball(tmp_path: Path, cache: Path) -> None:
+    first = resolve(str(build_tarball(tmp_path, "v1")), cache, keep=[])
+    second = resolve(str(build_tarball(tmp_path, "v2")), cache, keep=[first.path])
+    assert sorted(path.name for path in cache.iterdir()) == sorted(
+        [first.path.name, second.path.name]
+    )
+    # The same tarball again is reused, not pruned and re-extracted.
+    inode = second.path.stat().st_ino
+    again = resolve(str(build_tarball(tmp_path, "v2")), cache, keep=[])
+    assert again.path.stat().st_ino == inode
+    third = resolve(str(build_tarball(tmp_path, "v3")), cache, keep=[second.path])
+    assert sorted(path.name for path in cache.iterdir()) == sorted(
+        [second.path.name, third.path.name]
+    )
+
+
+def test_prune_cache(tmp_path: Path) -> None:
+    assert prune_cache(tmp_path / "absent", []) == []
+    cache = tmp_path / "cache"
+    for name in ("a", "b", "_sha256-0123"):
+        (cache / name).mkdir(parents=True)
+        (cache / name / CACHE_MARKER).write_text("0" * 64)
+    (cache / "no-marker").mkdir()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / CACHE_MARKER).write_text("0" * 64)
+    (cache / "link").symlink_to(outside)
+    assert prune_cache(cache, [cache / "a"]) == [cache / "_sha256-0123", cache / "b"]
+    assert entries(cache) == ["a", "link", "no-marker"]
+    assert outside.exists()
 
 
 # -- models_cli ---------------------------------------------------------------------------
@@ -525,20 +622,24 @@ def test_live_version(store: ModelStore, s3: S3Client, tmp_path: Path) -> None:
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
     code = models_cli.main(list(argv))
     out, err = capsys.readouterr()
-    return code, json.loads(out if code == 0 else err)
+    # Errors go to stderr; results, and the gate's report when it refuses, to stdout.
+    return code, json.loads(out if code in (0, models_cli.GATE_REFUSED) else err)
 
 
 def test_cli_end_to_end(s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     where = ["--bucket", BUCKET, "--prefix", "models"]
-    v1, v2 = build_tarball(tmp_path, "v1"), build_tarball(tmp_path, "v2")
+    v1 = build_tarball(tmp_path, "v1")
+    v2 = build_tarball(tmp_path, "v2", metrics={"validation": {"f1": 0.9}})
     assert cli(capsys, "upload", str(v1), "--uri", URI) == (
         0,
         {"version": "v1", "uri": f"{URI}/v1/model.tar.gz"},
     )
     assert cli(capsys, "live", *where) == (0, None)
-    code, pointer = cli(capsys, "publish", str(v2), *where)
+    code, report = cli(capsys, "publish", str(v2), *where)
+    pointer = report["live"]
     assert (code, pointer["version"], pointer["previous"]) == (0, "v2", None)
     assert pointer["sha256"] == sha256_file(v2)
+    assert report["gate"]["passed"] is True and report["gate"]["min_f1"] == 0.0
 
     code, listing = cli(capsys, "list", "--uri", URI)
     assert (code, listing["live"], listing["uri"]) == (0, "v2", URI)
@@ -549,6 +650,28 @@ def test_cli_end_to_end(s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixt
     code, pointer = cli(capsys, "rollback", "--uri", URI)
     assert (code, pointer["version"]) == (0, "v2")
     assert cli(capsys, "live", "--uri", URI)[1]["version"] == "v2"
+
+
+def test_cli_publish_goes_through_the_gate(
+    s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def tarball(version: str, f1: float) -> str:
+        return str(build_tarball(tmp_path, version, metrics={"validation": {"f1": f1}}))
+
+    assert cli(capsys, "publish", tarball("v1", 0.8), "--uri", URI, "--min-f1", "0.7")[0] == 0
+    code, report = cli(capsys, "publish", tarball("v2", 0.6), "--uri", URI, "--min-f1", "0.7")
+    assert (code, report["live"], report["gate"]["passed"]) == (3, None, False)
+    assert "below the gate's minimum" in report["gate"]["reason"]
+    code, report = cli(capsys, "publish", tarball("v3", 0.75), "--uri", URI, "--must-beat-live")
+    assert (code, report["gate"]["live_f1"]) == (3, 0.8)
+    code, report = cli(capsys, "publish", tarball("v4", 0.85), "--uri", URI, "--must-beat-live")
+    assert (code, report["live"]["version"], report["live"]["previous"]) == (0, "v4", "v1")
+    code, listing = cli(capsys, "list", "--uri", URI)
+    # Refused versions are stored for inspection, never served.
+    assert [item["version"] for item in listing["versions"]] == ["v1", "v2", "v3", "v4"]
+    assert listing["live"] == "v4"
+    code, error = cli(capsys, "publish", str(build_tarball(tmp_path, "v5")), "--uri", URI)
+    assert code == 1 and "no metrics.validation.f1" in error["error"]
 
 
 def test_cli_reports_errors_as_json(
@@ -578,12 +701,14 @@ def test_through_a_real_s3_endpoint(
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     boto3.client("s3").create_bucket(Bucket=BUCKET)
+    metrics = {"validation": {"f1": 0.9}}
     for version in ("v1", "v2"):
-        assert cli(capsys, "publish", str(build_tarball(tmp_path, version)), "--uri", URI)[0] == 0
+        tar = build_tarball(tmp_path, version, metrics=metrics)
+        assert cli(capsys, "publish", str(tar), "--uri", URI)[0] == 0
 
     loaded = resolve(URI, tmp_path / "cache")
     assert (loaded.version, (loaded.path / "model.onnx").read_bytes()) == ("v2", b"onnx v2")
-    assert live_version(URI) == "v2"
+    assert live_of(ModelStore.from_uri(URI)) == "v2"
 
     # Conditional writes over HTTP: no overwrite of a version, no lost LIVE update.
     store = ModelStore.from_uri(URI)
@@ -593,4 +718,4 @@ def test_through_a_real_s3_endpoint(
     racer = ModelStore.from_uri(URI, RaceOnLiveWrite(store.s3, lambda: store.rollback()))
     with pytest.raises(LiveConflict):
         racer.set_live("v3")
-    assert live_version(URI) == "v1"
+    assert live_of(ModelStore.from_uri(URI)) == "v1"

@@ -1,6 +1,7 @@
 """The serving HTTP API (FastAPI): ``nerkit.api.app`` builds it, ``lambda/handler.py`` serves it.
 
-One module per concern: ``settings`` (environment), ``model`` (lazy load and refresh),
+One module per concern: ``settings`` (environment), ``model`` (load, preload and refresh),
 ``schemas`` (bodies), ``body`` (reading JSON safely), ``errors`` (the error envelope),
-``gateway`` (API Gateway stage prefixes), ``logs`` (request logs and EMF metrics).
+``gateway`` (API Gateway stage prefixes), ``logs`` (request logs and EMF metrics),
+``headers`` (security headers and the page's Content-Security-Policy).
 """

@@ -2,14 +2,15 @@
 
 Routes: ``GET /health`` (liveness), ``GET /ready`` (loads the model), ``GET /v1/model``,
 ``POST /v1/entities``, ``GET /`` (the page, when enabled), ``/docs`` and ``/openapi.json``.
-Building the app does no I/O beyond reading the page: the model loads on first use.
+Building the app reads the page and, with ``PRELOAD_MODEL`` (the default inside Lambda), loads
+the model; otherwise the model loads on first use.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from time import perf_counter
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -22,7 +23,8 @@ from nerkit.api import errors, logs
 from nerkit.api.body import read_json
 from nerkit.api.errors import ApiError, validation_details
 from nerkit.api.gateway import ApiGatewayPrefixMiddleware
-from nerkit.api.model import LoadedModel, ModelHolder, ModelUnavailableError
+from nerkit.api.headers import SecurityHeadersMiddleware, page_csp
+from nerkit.api.model import REASONS, LoadedModel, ModelHolder, ModelUnavailableError
 from nerkit.api.schemas import (
     SCORE_DECIMALS,
     BatchEntitiesResponse,
@@ -37,9 +39,17 @@ from nerkit.api.schemas import (
 )
 from nerkit.api.settings import Settings
 from nerkit.decoding import Entity
+from nerkit.engine import InvalidTextError, UnknownLabelsError
 
 PAGE = Path(__file__).with_name("page.html")
-_UNAVAILABLE = {503: {"model": ErrorResponse, "description": "No model can be loaded."}}
+_UNAVAILABLE = {
+    503: {
+        "model": ErrorResponse,
+        "description": "No model can be loaded; `details[0].type` says why: "
+        + ", ".join(f"`{reason}`" for reason in REASONS)
+        + ".",
+    }
+}
 _BAD_REQUEST = {
     400: {"model": ErrorResponse, "description": "Not UTF-8 (invalid_encoding) or not JSON."},
     413: {"model": ErrorResponse, "description": "The body is over MAX_BODY_BYTES."},
@@ -68,7 +78,13 @@ def _model(holder: ModelHolder) -> LoadedModel:
     try:
         return holder.get()
     except ModelUnavailableError as exc:
-        raise ApiError(503, "model_unavailable", str(exc)) from None
+        # Only the reason's category: the holder logs what failed, with names and paths.
+        raise ApiError(
+            503,
+            "model_unavailable",
+            "no model is available; quote the request id when reporting it",
+            [{"loc": [], "type": exc.reason, "msg": REASONS[exc.reason]}],
+        ) from None
 
 
 def _loaded_model(request: Request, holder: Holder) -> LoadedModel:
@@ -139,7 +155,11 @@ async def entities(
     try:
         body = EntitiesRequest.model_validate(
             payload,
-            context={"max_texts": settings.max_texts, "max_text_chars": settings.max_text_chars},
+            context={
+                "max_texts": settings.max_texts,
+                "max_text_chars": settings.max_text_chars,
+                "max_total_chars": settings.max_total_chars,
+            },
         )
     except ValidationError as exc:
         raise ApiError(
@@ -147,7 +167,6 @@ async def entities(
         ) from None
     # Loaded only for a valid request: a client error is reported even while no model loads.
     model = await run_in_threadpool(_model, holder)
-    _check_labels(body.labels, model)
     texts = body.inputs
     record = logs.request_record(request.scope)
     record.model_version = model.version
@@ -155,39 +174,72 @@ async def entities(
     if settings.log_text:
         record.texts = texts
     started = perf_counter()
-    results = await run_in_threadpool(
-        model.engine.predict,
-        texts,
-        aggregation=body.aggregation,
-        labels=body.labels,
-        min_score=body.min_score,
-    )
+    try:
+        results = await run_in_threadpool(
+            model.engine.predict,
+            texts,
+            aggregation=body.aggregation,
+            labels=body.labels,
+            min_score=body.min_score,
+        )
+    except UnknownLabelsError as exc:
+        raise _invalid(_unknown_labels(body.labels or [], exc)) from None
+    except InvalidTextError as exc:
+        record.texts = []  # not valid Unicode, so not writable to the log either
+        loc: list[str | int] = ["text"] if body.text is not None else ["texts", exc.index]
+        detail = {"loc": loc, "type": "invalid_text", "msg": "text holds a lone surrogate"}
+        raise _invalid([detail]) from None
     took_ms = round((perf_counter() - started) * 1000, 2)
-    record.n_entities = sum(map(len, results))
+    capped = _cap(results, settings.max_entities)
+    record.n_entities = sum(len(found) for found, _ in capped)
     if body.text is not None:
+        [(found, truncated)] = capped
         return EntitiesResponse(
-            entities=_entities(results[0]), model_version=model.version, took_ms=took_ms
+            entities=_entities(found),
+            truncated=truncated,
+            model_version=model.version,
+            took_ms=took_ms,
         )
     return BatchEntitiesResponse(
-        results=[TextEntities(entities=_entities(found)) for found in results],
+        results=[
+            TextEntities(entities=_entities(found), truncated=truncated)
+            for found, truncated in capped
+        ],
+        truncated=any(truncated for _, truncated in capped),
         model_version=model.version,
         took_ms=took_ms,
     )
 
 
-def _check_labels(labels: list[str] | None, model: LoadedModel) -> None:
-    known = model.engine.entity_types
-    unknown = [
+def _invalid(details: list[dict[str, Any]]) -> ApiError:
+    return ApiError(422, "validation_error", "the request is not valid", details)
+
+
+def _unknown_labels(labels: list[str], exc: UnknownLabelsError) -> list[dict[str, Any]]:
+    # The engine names the unknown types; the client needs where they are in its request.
+    known = ", ".join(exc.known)
+    return [
         {
             "loc": ["labels", index],
             "type": "unknown_label",
-            "msg": f"unknown entity type {label!r}; this model has {', '.join(known)}",
+            "msg": f"unknown entity type {label!r}; this model has {known}",
         }
-        for index, label in enumerate(labels or [])
-        if label not in known
+        for index, label in enumerate(labels)
+        if label in exc.unknown
     ]
-    if unknown:
-        raise ApiError(422, "validation_error", "the request is not valid", unknown)
+
+
+def _cap(results: list[list[Entity]], limit: int) -> list[tuple[list[Entity], bool]]:
+    """Each text's entities, and whether some were dropped so that the response holds at
+    most ``limit`` (MAX_ENTITIES keeps it under Lambda's 6 MB): texts keep theirs in order,
+    and the text that reaches the limit keeps its first ones by position."""
+    capped = []
+    left = limit
+    for found in results:
+        kept = found[:left]
+        capped.append((kept, len(kept) < len(found)))
+        left -= len(kept)
+    return capped
 
 
 def _entities(found: list[Entity]) -> list[EntityOut]:
@@ -205,10 +257,11 @@ def _entities(found: list[Entity]) -> list[EntityOut]:
 
 def _page_router(page: str) -> APIRouter:
     page_router = APIRouter()
+    headers = {"content-security-policy": page_csp(page)}
 
     @page_router.get("/", include_in_schema=False)
     def index() -> HTMLResponse:
-        return HTMLResponse(page)
+        return HTMLResponse(page, headers=headers)
 
     return page_router
 
@@ -217,7 +270,9 @@ def _description(settings: Settings) -> str:
     return (
         "Named-entity recognition (ONNX, CPU). Send `text` or `texts` to `POST /v1/entities`.\n\n"
         f"Limits: at most {settings.max_texts} texts of {settings.max_text_chars} characters "
-        f"each, and {settings.max_body_bytes} bytes of JSON.\n\n"
+        f"each, {settings.max_total_chars} characters in all, and {settings.max_body_bytes} "
+        f"bytes of JSON. A response holds at most {settings.max_entities} entities; a text "
+        "whose entities were cut there is marked `truncated`.\n\n"
         'Every error is `{"error": {"code", "message", "details", "request_id"}}`: '
         "400 `invalid_json` / `invalid_encoding`, 404 `not_found`, 405 `method_not_allowed`, "
         "413 `payload_too_large`, 415 `unsupported_media_type`, 422 `validation_error` "
@@ -227,7 +282,12 @@ def _description(settings: Settings) -> str:
 
 def create_app(settings: Settings | None = None, *, model: ModelHolder | None = None) -> FastAPI:
     """The API for ``settings`` (default: from the environment), serving ``model`` (default:
-    a ``ModelHolder`` for those settings; tests pass one with a fake store or clock)."""
+    a ``ModelHolder`` for those settings; tests pass one with a fake store or clock).
+
+    With ``settings.preload_model`` and a ``MODEL_URI``, the model is loaded here (Lambda's
+    init phase runs at full CPU, so the first request does not pay for it); a failure is
+    only recorded, and the first request tries again.
+    """
     settings = settings or Settings.from_env()
     logs.configure()
     app = FastAPI(
@@ -238,12 +298,16 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
     )
     app.state.settings = settings
     app.state.model = model or ModelHolder(settings)
+    if settings.preload_model and settings.model_uri:
+        app.state.model.preload()
     errors.install(app)
     app.include_router(router)
     if settings.enable_page:
         app.include_router(_page_router(PAGE.read_text(encoding="utf-8")))
     # Added innermost first: the request log wraps everything, so it sees the final status.
     app.add_middleware(errors.UnhandledErrorMiddleware)
+    # Outside the 500 handler, so its generic error gets the headers too.
+    app.add_middleware(SecurityHeadersMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -1,11 +1,16 @@
-"""The model holder: loads the model on first use and keeps it for the environment's life.
+"""The model holder: loads the model once and keeps it for the environment's life.
 
-A Lambda environment serves many invocations, so the engine is loaded once (lazily: the init
-phase has a 10 s limit and ``/health`` needs no model) and then reused. When ``MODEL_URI``
-follows a LIVE pointer, the pointer is re-read at most every ``MODEL_REFRESH_SECONDS``; a new
-version is loaded next to the old one and swapped in only once it is fully loaded, so a
-request never sees a half-loaded model and a broken release never replaces a working one.
-Every failure is recorded for ``/ready`` and the logs.
+A Lambda environment serves many invocations, so the engine is loaded once and then reused:
+during the init phase when ``PRELOAD_MODEL`` is on (``preload``), else on first use. When
+``MODEL_URI`` follows a LIVE pointer, the pointer is re-read (one small GET) at most every
+``MODEL_REFRESH_SECONDS``, whatever the outcome of the last check; a new version is loaded
+next to the old one and swapped in only once it is fully loaded, so a request never sees a
+half-loaded model and a broken release never replaces a working one. A release that failed to
+load (a fault of the artifact, not of S3 or the disk) is remembered by version and sha256 and
+not downloaded again until LIVE moves. One S3 client serves every check and download.
+
+Failures are recorded as a reason category, the only thing clients see (``REASONS``); the
+full error, which may name buckets, keys and paths, goes to the log.
 
 Loading runs inside the request that needs it (a Lambda environment freezes between
 invocations, so background threads cannot be relied on).
@@ -16,15 +21,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from nerkit import store
 from nerkit.api.settings import Settings
 from nerkit.artifact import ArtifactError
 from nerkit.engine import NerEngine
+from nerkit.store import ModelNotFound, Pointer, S3Client, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +38,25 @@ log = logging.getLogger(__name__)
 # instead of each downloading (and failing on) the same broken artifact again.
 LOAD_RETRY_SECONDS = 10.0
 
+# Why no model (or not the LIVE one) serves: what clients may see, with a generic message.
+REASONS = {
+    "not_configured": "the service has no model configured",
+    "no_live_model": "no model has been published",
+    "store_unavailable": "the model store cannot be reached",
+    "load_failed": "the model failed to load",
+}
+
 
 class ModelUnavailableError(Exception):
-    """No model can serve requests; the message says why and is safe to show clients."""
+    """No model can serve requests; ``reason`` is a key of ``REASONS``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(REASONS[reason])
+        self.reason = reason
+
+
+class _NotConfiguredError(ArtifactError):
+    """``MODEL_URI`` is empty."""
 
 
 @dataclass(frozen=True)
@@ -44,19 +66,51 @@ class LoadedModel:
     engine: NerEngine
     version: str
     manifest: dict[str, Any]
+    path: Path  # the directory the engine was loaded from; kept in the cache while served
 
 
 @dataclass(frozen=True)
 class ModelStatus:
-    """For ``/ready`` and tests: what is loaded, how often a load succeeded, the last error."""
+    """For ``/ready`` and tests: what is loaded, how often a load succeeded, the last error
+    (a ``REASONS`` key) and its full message (for logs and tests only)."""
 
     version: str | None
     loads: int
     error: str | None
+    error_detail: str | None
 
 
-Resolve = Callable[[str, Path], store.LoadedArtifact]
-LiveVersion = Callable[[str], str | None]
+@dataclass(frozen=True)
+class _Failure:
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class _BadRelease:
+    """A LIVE pointer's release (version, tarball sha256) that failed to load, and how."""
+
+    release: tuple[str, str]
+    failure: _Failure
+
+
+class Resolve(Protocol):
+    """``nerkit.store.resolve``'s signature, as the holder calls it."""
+
+    def __call__(
+        self,
+        model_uri: str,
+        cache_dir: Path,
+        *,
+        s3: S3Client | None,
+        keep: Collection[Path] | None,
+    ) -> store.LoadedArtifact: ...
+
+
+class LivePointer(Protocol):
+    """``nerkit.store.live_pointer``'s signature, as the holder calls it."""
+
+    def __call__(self, model_uri: str, *, s3: S3Client | None) -> Pointer | None: ...
 
 
 class ModelHolder:
@@ -67,20 +121,25 @@ class ModelHolder:
         settings: Settings,
         *,
         resolve: Resolve = store.resolve,
-        live_version: LiveVersion = store.live_version,
+        live_pointer: LivePointer = store.live_pointer,
+        s3_client: Callable[[], S3Client] = store.new_s3_client,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._resolve = resolve
-        self._live_version = live_version
+        self._live_pointer = live_pointer
+        self._new_s3_client = s3_client
         self._clock = clock
+        self._s3_client: S3Client | None = None
         self._current: LoadedModel | None = None
         self._loads = 0
-        self._error: str | None = None
+        self._failure: _Failure | None = None
         self._failed_at: float | None = None
+        self._bad_release: _BadRelease | None = None
         self._checked_at = 0.0
         self._load_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
+        self._client_lock = threading.Lock()
 
     def get(self) -> LoadedModel:
         """The model to serve with, loading or refreshing it first when due.
@@ -95,10 +154,25 @@ class ModelHolder:
             return self._current or current
         return current
 
+    def preload(self) -> None:
+        """Load the model now (Lambda's init phase, at full CPU), never raising.
+
+        A failure is logged and recorded, and the first request tries again at once (no
+        ``LOAD_RETRY_SECONDS`` pause): init problems such as a slow network may be gone by
+        then, and a broken release is not downloaded again (see the module docstring).
+        """
+        try:
+            self.get()
+        except ModelUnavailableError:
+            self._failed_at = None
+
     def status(self) -> ModelStatus:
-        current = self._current
+        current, failure = self._current, self._failure
         return ModelStatus(
-            version=current.version if current else None, loads=self._loads, error=self._error
+            version=current.version if current else None,
+            loads=self._loads,
+            error=failure.reason if failure else None,
+            error_detail=failure.detail if failure else None,
         )
 
     def _load_first(self) -> LoadedModel:
@@ -106,14 +180,13 @@ class ModelHolder:
         with self._load_lock:
             if self._current is not None:
                 return self._current
-            if self._failed_at is not None and self._clock() - self._failed_at < LOAD_RETRY_SECONDS:
-                raise ModelUnavailableError(self._error)
-            try:
-                loaded = self._load()
-            except Exception as exc:
-                self._fail("load", exc)
-                raise ModelUnavailableError(self._error) from None
-            self._install(loaded)
+            paused = (
+                self._failed_at is not None and self._clock() - self._failed_at < LOAD_RETRY_SECONDS
+            )
+            loaded = None if paused else self._attempt("load", None)
+            if loaded is None:
+                assert self._failure is not None  # every failed attempt records one
+                raise ModelUnavailableError(self._failure.reason)
             return loaded
 
     def _refresh_due(self) -> bool:
@@ -125,33 +198,72 @@ class ModelHolder:
         if not self._refresh_lock.acquire(blocking=False):
             return
         try:
-            if not self._refresh_due():
-                return
-            self._checked_at = self._clock()
-            current = self._current
-            assert current is not None  # refresh starts only after the first load
-            try:
-                live = self._live_version(self._settings.model_uri)
-                if live is None or live == current.version:
-                    return
-                log.info(
-                    "new live model version",
-                    extra={"fields": {"model_version": current.version, "live_version": live}},
-                )
-                loaded = self._load()
-            except Exception as exc:
-                self._fail("refresh", exc)
-                return
-            self._install(loaded)
+            if self._refresh_due():
+                # Set before the check: a failing check waits for the next interval too.
+                self._checked_at = self._clock()
+                self._attempt("refresh", self._current)
         finally:
             self._refresh_lock.release()
 
-    def _load(self) -> LoadedModel:
+    def _attempt(self, stage: str, current: LoadedModel | None) -> LoadedModel | None:
+        """Load what ``MODEL_URI`` names, unless LIVE is what ``current`` serves or a release
+        that failed before; install it and return the model serving now, or record why not
+        and return ``None``. Never raises."""
+        pointer = None
+        try:
+            # Read before loading (one small GET; resolve reads LIVE again) so that a failure
+            # can be pinned on the release it came from.
+            pointer = self._live_pointer(self._settings.model_uri, s3=self._s3())
+            if current is not None and (pointer is None or pointer.version == current.version):
+                # LIVE serves what is loaded (or there is nothing to follow): a failure
+                # recorded by an earlier check or a release since rolled back is over.
+                self._failure = None
+                return current
+            bad = self._bad_release
+            if pointer is not None and bad and bad.release == _release(pointer):
+                self._failure, self._failed_at = bad.failure, self._clock()
+                log.warning(
+                    "LIVE still points at a release that failed to load; not retried",
+                    extra={
+                        "fields": {"live_version": pointer.version, "reason": bad.failure.reason}
+                    },
+                )
+                return None
+            if current is not None and pointer is not None:
+                log.info(
+                    "new live model version",
+                    extra={
+                        "fields": {
+                            "model_version": current.version,
+                            "live_version": pointer.version,
+                        }
+                    },
+                )
+            loaded = self._load(keep=[current.path] if current else [])
+        except Exception as exc:
+            self._fail(stage, exc, pointer)
+            return None
+        self._install(loaded)
+        return loaded
+
+    def _s3(self) -> S3Client | None:
+        """The one S3 client of this holder (made on first use: ~0.2 s), or ``None`` when
+        ``MODEL_URI`` is not on S3."""
+        if not self._settings.model_uri.startswith("s3://"):
+            return None
+        with self._client_lock:
+            if self._s3_client is None:
+                self._s3_client = self._new_s3_client()
+            return self._s3_client
+
+    def _load(self, *, keep: Collection[Path]) -> LoadedModel:
         settings = self._settings
         if not settings.model_uri:
-            raise ArtifactError("MODEL_URI is not set")
+            raise _NotConfiguredError("MODEL_URI is not set")
         started = time.perf_counter()
-        artifact = self._resolve(settings.model_uri, settings.model_cache_dir)
+        artifact = self._resolve(
+            settings.model_uri, settings.model_cache_dir, s3=self._s3(), keep=keep
+        )
         engine = NerEngine.load(
             artifact.path, threads=settings.ner_threads, manifest=artifact.manifest
         )
@@ -165,30 +277,51 @@ class ModelHolder:
                 }
             },
         )
-        return LoadedModel(engine, artifact.version, engine.manifest)
+        return LoadedModel(engine, artifact.version, engine.manifest, artifact.path)
 
     def _install(self, loaded: LoadedModel) -> None:
         self._current = loaded
         self._loads += 1
-        self._error = None
+        self._failure = None
         self._failed_at = None
         self._checked_at = self._clock()
 
-    def _fail(self, stage: str, exc: Exception) -> None:
-        # ArtifactError messages are client-safe by contract; anything else may hold paths
-        # or internals, so clients get its type and the log gets the traceback.
-        reason = str(exc) if isinstance(exc, ArtifactError) else type(exc).__name__
-        self._error = f"model {stage} failed: {reason}"
+    def _fail(self, stage: str, exc: Exception, pointer: Pointer | None) -> None:
+        failure = _Failure(_reason(exc), str(exc) or type(exc).__name__)
+        self._failure = failure
         self._failed_at = self._clock()
+        # Only a fault of the artifact itself is worth remembering: S3 or disk trouble may
+        # be gone at the next check, and an unexpected error says nothing about the release.
+        intrinsic = isinstance(exc, ArtifactError) and not isinstance(exc, StoreUnavailable)
+        if pointer is not None and intrinsic:
+            self._bad_release = _BadRelease(_release(pointer), failure)
         current = self._current
         log.error(
             "model %s failed",
             stage,
+            # ArtifactError messages say what is wrong; anything else needs its traceback.
             exc_info=not isinstance(exc, ArtifactError),
             extra={
                 "fields": {
                     "model_version": current.version if current else None,
-                    "error": self._error,
+                    "live_version": pointer.version if pointer else None,
+                    "reason": failure.reason,
+                    "error": failure.detail,
                 }
             },
         )
+
+
+def _release(pointer: Pointer) -> tuple[str, str]:
+    """What identifies a release: its version and the sha256 of its tarball."""
+    return pointer.version, pointer.sha256
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, _NotConfiguredError):
+        return "not_configured"
+    if isinstance(exc, ModelNotFound):
+        return "no_live_model"
+    if isinstance(exc, StoreUnavailable):
+        return "store_unavailable"
+    return "load_failed"

@@ -2,8 +2,9 @@
 
 Requests are validated strictly (no string-to-number coercion, unknown fields refused) so a
 client's mistake is reported instead of guessed at. The per-deployment limits (MAX_TEXTS,
-MAX_TEXT_CHARS) come in through the validation context, so every violation, limits included,
-is reported the same way with the location of the offending value.
+MAX_TEXT_CHARS, MAX_TOTAL_CHARS) come in through the validation context, so every violation,
+limits included, is reported the same way with the location of the offending value. What only
+the model can judge (entity types, text the tokenizer cannot take) is checked by the engine.
 """
 
 from __future__ import annotations
@@ -30,14 +31,6 @@ SCORE_DECIMALS = 4
 def _check_text(text: str, info: ValidationInfo) -> str:
     if not text.strip():
         raise PydanticCustomError("empty_text", "text must not be empty or whitespace only")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            # JSON "\ud800" escapes decode to lone surrogates, which are not Unicode text.
-            raise PydanticCustomError(
-                "invalid_text", "text holds a lone surrogate (not valid Unicode)"
-            ) from None
     limit = (info.context or {}).get("max_text_chars")
     if limit is not None and len(text) > limit:
         raise PydanticCustomError(
@@ -77,12 +70,25 @@ class EntitiesRequest(BaseModel):
     @classmethod
     def _count_texts(cls, value: Any, info: ValidationInfo) -> Any:
         # Checked before the items so an oversized batch is refused without scanning it.
-        limit = (info.context or {}).get("max_texts")
-        if isinstance(value, list) and limit is not None and len(value) > limit:
+        if not isinstance(value, list):
+            return value
+        context = info.context or {}
+        limit = context.get("max_texts")
+        if limit is not None and len(value) > limit:
             raise PydanticCustomError(
                 "too_many_texts",
                 "at most {limit} texts per request, got {count}",
                 {"limit": limit, "count": len(value)},
+            )
+        # The request's time budget (see MAX_TOTAL_CHARS); a single text is bounded by
+        # MAX_TEXT_CHARS, which settings keep at or below it.
+        total_limit = context.get("max_total_chars")
+        total = sum(len(text) for text in value if isinstance(text, str))
+        if total_limit is not None and total > total_limit:
+            raise PydanticCustomError(
+                "too_much_text",
+                "the texts are {total} characters together; the limit is {limit}",
+                {"total": total, "limit": total_limit},
             )
         return value
 
@@ -118,6 +124,11 @@ class EntityOut(BaseModel):
 
 class TextEntities(BaseModel):
     entities: list[EntityOut]
+    truncated: bool = Field(
+        default=False,
+        description="True when entities of this text were left out because the response "
+        "reached its entity limit (MAX_ENTITIES); those kept are the first ones by position.",
+    )
 
 
 class EntitiesResponse(TextEntities):
@@ -131,6 +142,9 @@ class BatchEntitiesResponse(BaseModel):
     """The answer to a request with ``texts``: one result per text, in order."""
 
     results: list[TextEntities]
+    truncated: bool = Field(
+        default=False, description="True when any result is truncated (see MAX_ENTITIES)."
+    )
     model_version: str
     took_ms: float = Field(description="Inference time on the server, in milliseconds.")
 
@@ -144,8 +158,9 @@ class Ready(BaseModel):
     model_version: str
     refresh_error: str | None = Field(
         default=None,
-        description="Why the last attempt to load a newer LIVE version failed, if it did; "
-        "the model that was already loaded keeps serving.",
+        description="Set while the LIVE version cannot be served: why the last check or load "
+        "failed (store_unavailable, no_live_model, load_failed); the model that was already "
+        "loaded keeps serving. Details are in the logs only.",
     )
 
 

@@ -14,11 +14,34 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 # 64 texts x 20,000 characters of 3-byte UTF-8 is ~3.8 MB of JSON: the default body limit
-# admits the default text limits and stays under Lambda's 6 MB synchronous payload limit.
+# admits the default per-text limits and stays under Lambda's 6 MB synchronous payload limit.
 DEFAULT_MAX_BODY_BYTES = 4 << 20
+# The request's time budget: API Gateway gives up after 29 s. The int8 MiniLM runs one window
+# of 256 tokens per ONNX call: ~75 ms on one quiet x86 core (115 ms measured on a loaded
+# 2-core machine, where a 15-token sentence took 9 ms against the ~6 ms of docs/DEPLOY.md).
+# A window adds ~190 new tokens (a quarter overlaps the previous one), so ~0.4-0.6 ms per
+# token; tokenizing and decoding add ~2%. English is ~0.23 tokens per character: 30,000
+# characters are ~7,000 tokens, ~3-4 s. Adversarial text (punctuation, digits, CJK, emoji)
+# approaches 1 token per character: ~30,000 tokens, ~12-19 s, which still leaves room for
+# a cold start's model load. MAX_TEXTS x MAX_TEXT_CHARS alone (1.28M characters) would allow
+# minutes. Raise it together with the Lambda's memory (NER_THREADS) or for smaller models.
+DEFAULT_MAX_TOTAL_CHARS = 30_000
+# The response's size budget: Lambda returns at most 6 MB, with API Gateway's body inside an
+# escaped JSON string. An entity takes at most ~110 bytes there besides its word, and the
+# words of all entities are non-overlapping slices of at most MAX_TOTAL_CHARS characters
+# (<= 12 bytes each, as the \u escapes of a surrogate pair): 20,000 x 110 B + 30,000 x 12 B
+# is ~2.6 MB, and stays under 6 MB for MAX_TOTAL_CHARS up to ~300,000.
+DEFAULT_MAX_ENTITIES = 20_000
 _ORIGIN_RE = re.compile(r"https?://[^/\s?#]+")
 
 
@@ -39,6 +62,13 @@ class Settings(BaseModel):
     max_text_chars: Annotated[int, Field(alias="MAX_TEXT_CHARS", ge=1)] = 20_000
     max_texts: Annotated[int, Field(alias="MAX_TEXTS", ge=1)] = 64
     max_body_bytes: Annotated[int, Field(alias="MAX_BODY_BYTES", ge=1)] = DEFAULT_MAX_BODY_BYTES
+    # Characters of all texts of one request together, refused (422) before inference.
+    max_total_chars: Annotated[int, Field(alias="MAX_TOTAL_CHARS", ge=1)] = DEFAULT_MAX_TOTAL_CHARS
+    # Entities of one response; those past it are dropped and their text marked truncated.
+    max_entities: Annotated[int, Field(alias="MAX_ENTITIES", ge=1)] = DEFAULT_MAX_ENTITIES
+    # Load the model while the app is built (Lambda's init phase, which runs at full CPU)
+    # instead of on the first request; from_env turns it on by default inside Lambda.
+    preload_model: Annotated[bool, Field(alias="PRELOAD_MODEL")] = False
     enable_page: Annotated[bool, Field(alias="ENABLE_PAGE")] = True
     log_text: Annotated[bool, Field(alias="LOG_TEXT")] = False
     # Browser origins allowed to call the API cross-site ("*" for any); the page itself is
@@ -54,7 +84,10 @@ class Settings(BaseModel):
         names = [field.alias for field in cls.model_fields.values() if field.alias]
         # A blank variable means "use the default", as infrastructure templates often set
         # every variable and leave the unused ones empty.
-        values = {name: environ[name] for name in names if environ.get(name, "").strip()}
+        values: dict[str, Any] = {
+            name: environ[name] for name in names if environ.get(name, "").strip()
+        }
+        values.setdefault("PRELOAD_MODEL", bool(environ.get("AWS_LAMBDA_FUNCTION_NAME")))
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -72,6 +105,15 @@ class Settings(BaseModel):
             raise ValueError("an s3:// URI needs a bucket: s3://bucket/prefix")
         if "://" in value and not value.startswith("s3://"):
             raise ValueError("use s3://bucket/prefix, s3://bucket/key.tar.gz or a local path")
+        return value
+
+    @field_validator("max_total_chars")
+    @classmethod
+    def _check_total(cls, value: int, info: ValidationInfo) -> int:
+        # Else a text within MAX_TEXT_CHARS could still never be sent.
+        per_text = info.data.get("max_text_chars")
+        if per_text is not None and value < per_text:
+            raise ValueError(f"must be at least MAX_TEXT_CHARS ({per_text})")
         return value
 
     @field_validator("cors_origins", mode="before")

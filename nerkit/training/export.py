@@ -83,9 +83,14 @@ def quantize_int8(
     int8_path: Path,
     *,
     quantize_embeddings: bool = True,
+    per_channel: bool = True,
     exclude_nodes: Sequence[str] = (),
 ) -> None:
     """Dynamic int8 quantization of MatMul weights and, if asked, embedding tables (Gather).
+
+    Per-channel weight scales are the default: on the default CoNLL model they cost 0.18
+    F1 points against fp32 where one scale per tensor cost 0.6 (validation, through the
+    engine), for the same size.
 
     The model is pre-processed first (symbolic shape inference and graph optimisation), as
     ONNX Runtime recommends. ``exclude_nodes`` names nodes of that pre-processed graph to
@@ -104,6 +109,7 @@ def quantize_int8(
             int8_path,
             op_types_to_quantize=["MatMul", "Gather"] if quantize_embeddings else ["MatMul"],
             weight_type=QuantType.QInt8,
+            per_channel=per_channel,
             nodes_to_exclude=list(exclude_nodes),
         )
 

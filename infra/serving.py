@@ -10,7 +10,10 @@ Routes (all one Lambda proxy integration; FastAPI routes inside):
   grants nothing by itself. With the page off the route does not exist at the gateway (and
   the app refuses it too, ``ENABLE_PAGE=false``).
 
-Anything else is answered by API Gateway itself (403, no Lambda invocation).
+Anything else is answered by API Gateway itself (404 ``not_found``, no Lambda invocation).
+Errors API Gateway produces on its own (no or a bad key, throttling, quota, a body that is not
+a JSON object, integration failures) use the app's error envelope too (``GATEWAY_ERRORS``),
+so clients parse one shape whoever answered.
 REST (not HTTP API) because only REST has API keys, usage plans and request validation.
 """
 
@@ -28,7 +31,7 @@ from constructs import Construct
 from infra.assets import REPO_ROOT, docker_excludes
 from infra.log_groups import log_group
 from infra.nag import acknowledge
-from infra.settings import Settings
+from infra.settings import API_GATEWAY_TIMEOUT_SECONDS, Settings
 from infra.storage import Storage
 
 SERVING_DOCKERFILE = "lambda/Dockerfile"
@@ -58,6 +61,79 @@ _ACCESS_LOG_FORMAT = {
     "errorMessage": "$context.error.message",
     "xrayTraceId": "$context.xrayTraceId",
 }
+# The open GET routes besides the page (which exists only with enable_page).
+OPEN_ROUTES = ("health", "ready")
+# API Gateway's own errors as (response type, status override, code, message) in the app's
+# envelope (nerkit.api.errors). Codes reuse the app's where the meaning is the same; a None
+# message passes API Gateway's own (the catch-alls cover types not listed, e.g. 413).
+GATEWAY_ERRORS: tuple[tuple[apigw.ResponseType, str | None, str, str | None], ...] = (
+    # The validator's only check is "a JSON object": bad JSON and a JSON array both land here.
+    (apigw.ResponseType.BAD_REQUEST_BODY, None, "invalid_json", "the body must be a JSON object"),
+    (
+        apigw.ResponseType.INVALID_API_KEY,
+        None,
+        "invalid_api_key",
+        "send a valid API key in the x-api-key header",
+    ),
+    # No authorizer or resource policy today; kept so a later one answers in the same shape.
+    (apigw.ResponseType.ACCESS_DENIED, None, "forbidden", "access denied"),
+    # No method uses IAM auth, so this type only ever means "no such route": the app answers
+    # unknown paths with 404 not_found, and so does the gateway (instead of a 403).
+    (
+        apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN,
+        "404",
+        "not_found",
+        "no such route; check the method and the path",
+    ),
+    (apigw.ResponseType.THROTTLED, None, "throttled", "too many requests; retry in a moment"),
+    (
+        apigw.ResponseType.QUOTA_EXCEEDED,
+        None,
+        "quota_exceeded",
+        "this API key has used up its daily request quota",
+    ),
+    (
+        apigw.ResponseType.INTEGRATION_TIMEOUT,
+        None,
+        "timeout",
+        f"the request took longer than {API_GATEWAY_TIMEOUT_SECONDS} s; "
+        "send fewer or shorter texts",
+    ),
+    (apigw.ResponseType.DEFAULT_4_XX, None, "http_error", None),
+    # A crashed or throttled Lambda, a malformed proxy response: the app says internal_error.
+    (apigw.ResponseType.DEFAULT_5_XX, None, "internal_error", None),
+)
+
+
+def error_template(code: str, message: str | None) -> str:
+    """A gateway response body in the app's envelope. ``$context.error.messageString`` is API
+    Gateway's message already quoted as a JSON string; ``$context.requestId`` is a UUID (the
+    access logs' ``requestId``); ``details`` is empty, as API Gateway gives none."""
+    quoted = "$context.error.messageString" if message is None else json.dumps(message)
+    return (
+        f'{{"error": {{"code": {json.dumps(code)}, "message": {quoted}, "details": [], '
+        f'"request_id": "$context.requestId"}}}}'
+    )
+
+
+def gateway_response_headers(settings: Settings) -> dict[str, str]:
+    """Headers of every gateway response, as API Gateway mapping values (quoted literals)."""
+    headers = {"Content-Type": "'application/json'"}
+    if settings.cors_origins:
+        # Without CORS headers a browser on an allowed origin sees a gateway 403/429 as a
+        # network error. A gateway response cannot pick one of several origins per request,
+        # so with more than one it allows any: these bodies hold only a code, a message and a
+        # request id (anyone gets the same with curl) and no CORS credentials (cookies) are
+        # involved; the app's own responses and the preflights keep the origin list.
+        origins = settings.cors_origins
+        headers["Access-Control-Allow-Origin"] = f"'{origins[0] if len(origins) == 1 else '*'}'"
+    return headers
+
+
+def open_method_paths(settings: Settings) -> list[str]:
+    """Stage method-settings keys (``/<resource>/<METHOD>``; ``//GET`` is the root) of the
+    routes that need no API key."""
+    return [f"/{route}/GET" for route in OPEN_ROUTES] + (["//GET"] if settings.enable_page else [])
 
 
 class Serving(Construct):
@@ -69,6 +145,7 @@ class Serving(Construct):
         self.function = self._function(settings, storage)
         self.api = self._api(settings)
         self._routes(settings)
+        self._gateway_responses(settings)
         self.api_key = self._usage_plan(settings)
 
     def _function(self, settings: Settings, storage: Storage) -> lambda_.DockerImageFunction:
@@ -147,10 +224,25 @@ class Serving(Construct):
                 data_trace_enabled=False,
                 metrics_enabled=True,
                 tracing_enabled=settings.tracing,
-                # Stage-wide limits for every method, open health routes included: the cap
-                # on what anyone can make this deployment spend.
+                # API Gateway applies these to each method separately, all clients together:
+                # the keyed routes' cap across keys (the usage plan adds one per key).
                 throttling_rate_limit=settings.throttle_rate,
                 throttling_burst_limit=settings.throttle_burst,
+                # The open routes have no key and no usage plan: their own low limits are the
+                # only bound on anonymous traffic, which would otherwise get the keyed routes'
+                # limits per route and take Lambda concurrency (cold starts: /ready loads the
+                # model) from keyed clients. The logging choices are restated so that data
+                # tracing stays off on these methods whatever their own settings default to.
+                method_options={
+                    path: apigw.MethodDeploymentOptions(
+                        throttling_rate_limit=settings.open_throttle_rate,
+                        throttling_burst_limit=settings.open_throttle_burst,
+                        logging_level=apigw.MethodLoggingLevel.ERROR,
+                        data_trace_enabled=False,
+                        metrics_enabled=True,
+                    )
+                    for path in open_method_paths(settings)
+                },
             ),
         )
         # API Gateway creates its execution log group on first use with no expiry; owning
@@ -172,9 +264,9 @@ class Serving(Construct):
         acknowledge(
             api,
             "AwsSolutions-APIG3",
-            "No WAF: the stage and usage-plan throttles and the daily quota bound abuse and "
-            "cost; a WAF web ACL (~$5/month + $0.60 per 1M requests) can be associated later "
-            "without changing this stack.",
+            "No WAF: the per-method throttles (low ones on the open routes), the usage-plan "
+            "throttles and the daily quota bound abuse and cost; a WAF web ACL (~$5/month + "
+            "$0.60 per 1M requests) can be associated later without changing this stack.",
         )
         return api
 
@@ -216,7 +308,7 @@ class Serving(Construct):
                     allow_headers=["Content-Type", "X-Api-Key"],
                     max_age=Duration.hours(1),
                 )
-        for path in ("health", "ready"):
+        for path in OPEN_ROUTES:
             self.api.root.add_resource(path).add_method("GET", integration)
         if settings.enable_page:
             self.api.root.add_method("GET", integration)
@@ -227,6 +319,17 @@ class Serving(Construct):
                 "Clients authenticate with API keys bound to a usage plan (per-client "
                 "throttle and quota), as the service requires; /health, /ready, the static "
                 "page and CORS preflights are open on purpose and expose no data or model.",
+            )
+
+    def _gateway_responses(self, settings: Settings) -> None:
+        headers = gateway_response_headers(settings)
+        for response_type, status, code, message in GATEWAY_ERRORS:
+            self.api.add_gateway_response(
+                response_type.response_type,
+                type=response_type,
+                status_code=status,
+                response_headers=headers,
+                templates={"application/json": error_template(code, message)},
             )
 
     def _usage_plan(self, settings: Settings) -> apigw.IApiKey:

@@ -45,7 +45,16 @@ CPU per sentence on one core with ONNX Runtime at one intra-op thread, and the p
   are the cost guard instead: 50 requests/s x ~10 ms is under one concurrent environment.
 * ``throttle_rate``/``throttle_burst``/``quota_per_day``: 50 req/s steady, bursts of 100 and
   100,000 requests a day per key; at ~$3.9 per million requests (docs/DEPLOY.md) a key that
-  exhausts its quota costs ~$0.40 a day.
+  exhausts its quota costs ~$0.40 a day. API Gateway applies the stage's rate and burst to
+  each method separately (all clients of a method together); the usage plan adds the same
+  limits per key.
+* ``open_throttle_rate``/``open_throttle_burst``: 5 req/s, bursts of 10, for each open route
+  (``/health``, ``/ready``, the page). No key and no usage plan covers them, so these are the
+  only bound on what anonymous callers can spend: with the keyed routes' 50/100 an anonymous
+  flood could cost ~$16 a day per route and, worse, start up to 100 cold environments at once
+  (``/ready`` loads the model), taking Lambda concurrency from the keyed routes (and with
+  ``reserved_concurrency`` set, from a small fixed pool). An uptime check needs ~1 req/s and
+  a person loads the page once.
 * ``training_instance_type = "ml.g4dn.xlarge"``: one T4 GPU, the cheapest GPU training
   instance with spot capacity in most regions; one CoNLL epoch takes ~15 min on 2 CPU cores
   (measured) and should take a few minutes on a T4 (assumed, not measured). ``spot`` saves
@@ -103,10 +112,13 @@ class Settings:
     # How often a warm environment re-reads LIVE: the delay before a published model serves.
     model_refresh_seconds: int = 60
     tracing: bool = False
-    # API Gateway: stage-wide and per-key (usage plan) limits.
+    # API Gateway: per-method (all clients) and per-key (usage plan) limits of the keyed
+    # routes, and the per-method limits of each open route.
     throttle_rate: float = 50.0
     throttle_burst: int = 100
     quota_per_day: int = 100_000
+    open_throttle_rate: float = 5.0
+    open_throttle_burst: int = 10
     enable_page: bool = True
     cors_origins: tuple[str, ...] = ()
     # S3 layout inside the one bucket.
@@ -241,6 +253,8 @@ def _check_api(s: Settings) -> str | None:
         _in_range("throttle_rate", s.throttle_rate, 0.1, 10_000)
         or _in_range("throttle_burst", s.throttle_burst, 1, 5_000)
         or _in_range("quota_per_day", s.quota_per_day, 1, 100_000_000)
+        or _in_range("open_throttle_rate", s.open_throttle_rate, 0.1, 10_000)
+        or _in_range("open_throttle_burst", s.open_throttle_burst, 1, 5_000)
     )
 
 

@@ -114,8 +114,26 @@ def test_the_flipped_options_take_effect(custom: tuple[dict, dict]) -> None:
         assert preflight["AuthorizationType"] == "NONE"
         assert not preflight.get("ApiKeyRequired")
         assert preflight["Integration"]["Type"] == "MOCK"
-    # No page: the root resource has no GET.
+    # No page: the root resource has no GET, and so no throttle of its own.
     assert not [m for m in methods if "RootResourceId" in json.dumps(m["ResourceId"])]
+    (stage,) = [
+        r["Properties"] for r in resources.values() if r["Type"] == "AWS::ApiGateway::Stage"
+    ]
+    assert sorted(s["ResourcePath"] for s in stage["MethodSettings"]) == [
+        "/*",
+        "/~1health",
+        "/~1ready",
+    ]
+    # Gateway errors reach browsers on the allowed origins (two of them: any origin).
+    gateway_responses = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::ApiGateway::GatewayResponse"
+    ]
+    assert gateway_responses
+    for response in gateway_responses:
+        params = response["ResponseParameters"]
+        assert params["gatewayresponse.header.Access-Control-Allow-Origin"] == "'*'"
     definition = "".join(
         part if isinstance(part, str) else "TOKEN"
         for r in resources.values()

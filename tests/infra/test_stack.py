@@ -13,7 +13,9 @@ from aws_cdk.assertions import Match, Template
 
 from infra.app import build_app
 from infra.log_groups import RETENTION
+from infra.serving import GATEWAY_ERRORS, error_template, gateway_response_headers
 from infra.settings import LOG_RETENTION_DAYS, Settings, SettingsError
+from nerkit.api.schemas import ErrorResponse
 from nerkit.pipeline.start import build_input
 
 pytestmark = pytest.mark.slow
@@ -220,14 +222,126 @@ def test_stage_has_json_access_logs_method_throttling_and_no_body_logging(
     assert access_format["status"] == "$context.status"
     access_logs, _ = only(raw, "AWS::Logs::LogGroup", "ServingAccessLogs")
     assert flat(props["AccessLogSetting"]["DestinationArn"]).endswith(f":log-group:<{access_logs}>")
-    (settings,) = props["MethodSettings"]
-    assert settings["HttpMethod"] == "*"
+    (settings,) = [s for s in props["MethodSettings"] if s["HttpMethod"] == "*"]
     assert settings["ResourcePath"] == "/*"
     assert settings["ThrottlingRateLimit"] == 50
     assert settings["ThrottlingBurstLimit"] == 100
     assert settings["LoggingLevel"] == "ERROR"
     assert settings["DataTraceEnabled"] is False
     assert props["StageName"] == "prod"
+
+
+def test_open_routes_have_their_own_low_throttles(raw: dict[str, Any]) -> None:
+    _, stage = only(raw, "AWS::ApiGateway::Stage", "Serving")
+    # Method settings name resources with "/" escaped as "~1"; the root is "/".
+    overrides = {
+        (s["HttpMethod"], s["ResourcePath"][1:].replace("~1", "/") or "/"): s
+        for s in stage["Properties"]["MethodSettings"]
+        if s["HttpMethod"] != "*"
+    }
+    open_methods = {
+        key
+        for key, props in _method_paths(raw).items()
+        if not props.get("ApiKeyRequired") and key[0] != "OPTIONS"
+    }
+    # Every open route has its own limits, and no keyed route does (they keep the stage's).
+    assert set(overrides) == open_methods == {("GET", "/health"), ("GET", "/ready"), ("GET", "/")}
+    defaults = Settings()
+    assert defaults.open_throttle_rate < defaults.throttle_rate
+    assert defaults.open_throttle_burst < defaults.throttle_burst
+    for settings in overrides.values():
+        assert settings["ThrottlingRateLimit"] == 5
+        assert settings["ThrottlingBurstLimit"] == 10
+        # A method's own settings must not turn data tracing (request bodies) on.
+        assert settings["LoggingLevel"] == "ERROR"
+        assert settings["DataTraceEnabled"] is False
+        assert settings["MetricsEnabled"] is True
+
+
+_GATEWAY_SAYS = 'API "Gateway" says'
+
+
+def _render(template: str) -> dict[str, Any]:
+    """A gateway response body as API Gateway would send it: messageString is its message
+    already quoted as JSON, requestId a UUID."""
+    filled = template.replace("$context.error.messageString", json.dumps(_GATEWAY_SAYS))
+    return json.loads(filled.replace("$context.requestId", "c0ffee00-0000-4000-8000-000000000000"))
+
+
+def test_gateway_errors_use_the_app_error_envelope(raw: dict[str, Any]) -> None:
+    api, _ = only(raw, "AWS::ApiGateway::RestApi", "ServingApi")
+    _, deployment = only(raw, "AWS::ApiGateway::Deployment", "ServingApiDeployment")
+    responses: dict[str, dict[str, Any]] = {}
+    for name, resource in resources(raw, "AWS::ApiGateway::GatewayResponse").items():
+        props = resource["Properties"]
+        assert props["RestApiId"] == {"Ref": api}
+        # The stage serves the gateway responses of its deployment: a change must redeploy.
+        assert name in deployment["DependsOn"]
+        responses[props["ResponseType"]] = props
+    assert {
+        "DEFAULT_4XX",
+        "DEFAULT_5XX",
+        "BAD_REQUEST_BODY",
+        "ACCESS_DENIED",
+        "INVALID_API_KEY",
+        "MISSING_AUTHENTICATION_TOKEN",
+        "THROTTLED",
+        "QUOTA_EXCEEDED",
+    } <= set(responses)
+    bodies = {}
+    for response_type, props in responses.items():
+        # No CORS origins by default, so no CORS header.
+        assert props["ResponseParameters"] == {
+            "gatewayresponse.header.Content-Type": "'application/json'"
+        }, response_type
+        assert list(props["ResponseTemplates"]) == ["application/json"]
+        body = _render(props["ResponseTemplates"]["application/json"])
+        # The model the app documents for its own errors, field for field.
+        assert ErrorResponse.model_validate(body).model_dump() == body, response_type
+        assert body["error"]["details"] == []
+        assert body["error"]["request_id"] == "c0ffee00-0000-4000-8000-000000000000"
+        bodies[response_type] = body["error"]
+    # The catch-alls pass API Gateway's own message through; the others say what to do.
+    assert bodies["DEFAULT_4XX"]["message"] == bodies["DEFAULT_5XX"]["message"] == _GATEWAY_SAYS
+    assert bodies["DEFAULT_4XX"]["code"] == "http_error"
+    assert bodies["DEFAULT_5XX"]["code"] == "internal_error"
+    assert bodies["BAD_REQUEST_BODY"]["code"] == "invalid_json"
+    assert bodies["INVALID_API_KEY"]["code"] == "invalid_api_key"
+    assert "x-api-key" in bodies["INVALID_API_KEY"]["message"]
+    assert bodies["THROTTLED"]["code"] == "throttled"
+    assert bodies["QUOTA_EXCEEDED"]["code"] == "quota_exceeded"
+    # No method uses IAM auth: this type only means "no such route", which the app calls 404.
+    assert bodies["MISSING_AUTHENTICATION_TOKEN"]["code"] == "not_found"
+    assert {t for t, r in responses.items() if "StatusCode" in r} == {
+        "MISSING_AUTHENTICATION_TOKEN"
+    }
+    assert responses["MISSING_AUTHENTICATION_TOKEN"]["StatusCode"] == "404"
+
+
+def test_error_template_escapes_its_message_as_json() -> None:
+    message = 'a "quoted" \\ message'
+    assert _render(error_template("timeout", message))["error"]["message"] == message
+    # Every listed response renders to valid JSON whatever its message.
+    for _, _, code, text in GATEWAY_ERRORS:
+        assert _render(error_template(code, text))["error"]["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("origins", "allowed"),
+    [
+        ((), None),
+        (("https://app.example.com",), "'https://app.example.com'"),
+        (("*",), "'*'"),
+        # One header value cannot list several origins; error bodies carry no data.
+        (("https://a.example.com", "https://b.example.org"), "'*'"),
+    ],
+)
+def test_gateway_errors_carry_cors_headers_when_origins_are_set(
+    origins: tuple[str, ...], allowed: str | None
+) -> None:
+    headers = gateway_response_headers(Settings(cors_origins=origins))
+    assert headers.get("Access-Control-Allow-Origin") == allowed
+    assert headers["Content-Type"] == "'application/json'"
 
 
 def test_serving_role_reads_the_model_prefix_only(raw: dict[str, Any]) -> None:
@@ -535,6 +649,8 @@ def test_settings_accept_typed_cdk_json_values() -> None:
         ({"stage": "Prod"}, "stage"),
         ({"log_retention_days": "8"}, "log_retention_days"),
         ({"gate_min_f1": "1.5"}, "gate_min_f1"),
+        ({"open_throttle_burst": "0"}, "open_throttle_burst"),
+        ({"open_throttle_rate": "0"}, "open_throttle_rate"),
     ],
 )
 def test_settings_refuse_invalid_values(context: dict[str, str], message: str) -> None:

@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -133,7 +132,6 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
         tokenizer = load_tokenizer(tokenizer_json)
 
         # 4. Train (best epoch on validation F1, checkpoints for spot restarts).
-        started = time.perf_counter()
         result = train(
             hp,
             base_dir,
@@ -143,7 +141,6 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
             validation_examples,
             checkpoint_dir=paths.checkpoints,
         )
-        train_seconds = time.perf_counter() - started
 
         # 5. Export to ONNX (int8 by default) and verify the artifact through the engine.
         artifact_dir, quantization, served, confusion = export_and_verify(
@@ -156,7 +153,7 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
             quantization,
             served,
             result,
-            train_seconds,
+            result.train_seconds,
             {"train": train_examples, "validation": validation_examples, "test": test_examples},
         )
 
@@ -336,9 +333,12 @@ def export_and_verify(
         "validation": chosen_scores,
         "validation_fp32": fp32_scores,
     }
-    engine = NerEngine.load(chosen_dir, threads=max(1, os.cpu_count() or 1))
+    threads = max(1, os.cpu_count() or 1)
+    engine = NerEngine.load(chosen_dir, threads=threads)
     if test:
         served["test"] = engine_scores(engine, test)
+        if chosen != "none":
+            served["test_fp32"] = engine_scores(NerEngine.load(fp32_dir, threads=threads), test)
         served["test_documents"] = engine_scores(engine, join_documents(test))
     served["validation_documents"] = engine_scores(engine, join_documents(validation))
     confusion = entity_confusion(

@@ -271,7 +271,6 @@ def train(
     if checkpoint_dir is not None:
         _resume(checkpoint_dir, model, optimizer, scheduler, rng, state, result)
 
-    started = time.perf_counter()
     epoch = int(state["epoch"])
     step = int(state["step"])
     n_epochs = math.ceil(hp.epochs)
@@ -344,7 +343,8 @@ def train(
         model.load_state_dict(state["best_weights"])
     # Export and the serving-engine checks run on the CPU.
     model.to("cpu").eval()
-    result.train_seconds = time.perf_counter() - started
+    # Summed over epochs, so a run resumed from a checkpoint reports its whole cost.
+    result.train_seconds = sum(record.seconds for record in result.history)
     return result
 
 

@@ -12,7 +12,7 @@ import contextlib
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
+from transformers import PreTrainedModel
 
 from nerkit.artifact import write_manifest
 from nerkit.features import CASING_VOCAB_SIZE
@@ -66,16 +67,51 @@ def export_onnx(
     exporter takes several seconds and only emits opset 18, down-converting to 17. Tracing
     can bake in shapes or values, so the exported graph is run on a batch of another
     shape and padding pattern and compared with torch; a mismatch raises ``RuntimeError``.
+    Attention is exported in its eager form, the graph ONNX Runtime's fusions recognise.
     """
     input_names = ["input_ids", "attention_mask", *(["casing_ids"] if with_casing else [])]
     was_training = model.training
     wrapper = _LogitsOnly(model, input_names).eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _eager_attention(model):
             _trace_to_onnx(wrapper, _probe_inputs(2, 7, with_casing, seed=0), onnx_path, opset)
             _check_export(wrapper, onnx_path, _probe_inputs(3, 11, with_casing, seed=1))
     finally:
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Hugging Face models read the attention implementation from their config at each
+    forward: switch every one inside ``model`` to eager for the export, then restore."""
+    configs = [m.config for m in model.modules() if isinstance(m, PreTrainedModel)]
+    saved = [config._attn_implementation for config in configs]
+    for config in configs:
+        config._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        for config, implementation in zip(configs, saved, strict=True):
+            config._attn_implementation = implementation
+
+
+def fuse_transformer(
+    onnx_path: Path, fused_path: Path, *, num_heads: int, hidden_size: int
+) -> dict[str, int]:
+    """ONNX Runtime's BERT fusions (Attention, SkipLayerNormalization, BiasGelu).
+
+    On one CPU core the fused int8 default model answers a 30-word sentence in 8.8 ms
+    instead of 9.5 and its session starts several times faster (fewer nodes to optimise at
+    load), at the same F1. The fused ops are ONNX Runtime contrib ops, which is what serves
+    the artifact. Returns the count of each fused op.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(
+        str(onnx_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size
+    )
+    optimized.save_model_to_file(str(fused_path))
+    return {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
 
 
 def quantize_int8(
@@ -90,7 +126,9 @@ def quantize_int8(
 
     Per-channel weight scales are the default: on the default CoNLL model they cost 0.18
     F1 points against fp32 where one scale per tensor cost 0.6 (validation, through the
-    engine), for the same size.
+    engine), for the same size. They come with 7-bit weights (``reduce_range``): x86 AVX2
+    kernels without VNNI can saturate u8 x s8 products, which per-channel scales hit (on
+    the tiny test model the largest logit error fell from 1.76 to 0.19).
 
     The model is pre-processed first (symbolic shape inference and graph optimisation), as
     ONNX Runtime recommends. ``exclude_nodes`` names nodes of that pre-processed graph to
@@ -107,10 +145,17 @@ def quantize_int8(
         quantize_dynamic(
             prepared,
             int8_path,
-            op_types_to_quantize=["MatMul", "Gather"] if quantize_embeddings else ["MatMul"],
+            op_types_to_quantize=[
+                "MatMul",
+                "Attention",
+                *(["Gather"] if quantize_embeddings else []),
+            ],
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
+            reduce_range=per_channel,
             nodes_to_exclude=list(exclude_nodes),
+            # Fused contrib ops carry no inferred output types; their tensors are float.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
 
 

@@ -284,10 +284,23 @@ def export_and_verify(
     the validation entity confusion matrix of the chosen artifact.
     """
     from nerkit.engine import NerEngine
-    from nerkit.training.export import build_artifact, export_onnx, quantize_int8
+    from nerkit.training.export import (
+        build_artifact,
+        export_onnx,
+        fuse_transformer,
+        quantize_int8,
+    )
 
     fp32 = work / "model.fp32.onnx"
     export_onnx(result.model, fp32, with_casing=hp.casing)
+    config = result.model.encoder.config
+    if config.model_type == "bert":  # the fusions below are ONNX Runtime's BERT patterns
+        fused = work / "model.fused.onnx"
+        ops = fuse_transformer(
+            fp32, fused, num_heads=config.num_attention_heads, hidden_size=config.hidden_size
+        )
+        log.info("fused operators: %s", ops)
+        fp32 = fused
     base_manifest = {
         "name": hp.name,
         "version": "candidate",

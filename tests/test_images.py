@@ -52,7 +52,7 @@ BASES = {
     "public.ecr.aws/lambda/python:3.12": Base("3.12", 34),
     # Debian bookworm, glibc 2.36; the tag moves with Debian's releases, whose newer glibc
     # only admits more wheels.
-    "python:3.11-slim": Base("3.11", 36),
+    "python:3.11-slim-bookworm": Base("3.11", 36),
 }
 # What the serving image used to be built on: Amazon Linux 2 (glibc 2.26).
 AMAZON_LINUX_2 = Base("3.12", 26)

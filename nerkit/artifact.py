@@ -109,6 +109,8 @@ def extract(
     artifact never leaves a half-written model behind.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if not tar_path.is_file():
+        raise ArtifactError(f"artifact not found: {tar_path}")
     # A unique staging name: two processes extracting into the same cache must not share it.
     staging = Path(tempfile.mkdtemp(prefix=dest.name + ".partial-", dir=dest.parent))
     try:
@@ -116,7 +118,9 @@ def extract(
             with tarfile.open(tar_path, mode="r:gz") as tar:
                 _extract_members(tar, staging, max_bytes)
         # zlib.error escapes tarfile when a member's compressed data is corrupt.
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        except (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            # Only faults of the archive itself: a full or read-only disk (OSError) is
+            # the caller's environment, not a bad artifact, and must stay retryable.
             raise ArtifactError(f"artifact is not a readable .tar.gz: {exc}") from None
         manifest = verify(staging)
         shutil.rmtree(dest, ignore_errors=True)

@@ -74,10 +74,11 @@ _DENIED = {
     "ExpiredToken",
     "InvalidToken",
 }
-# Serving loads models inside a request's time budget: fail fast on a dead endpoint and let
-# the standard retry mode absorb throttling.
+# Serving checks LIVE and downloads models inside a request's time budget (API Gateway: 29 s):
+# fail fast on a dead or stalled endpoint; two attempts of at most 2 s connect + 10 s per
+# read stay well inside it, and a failed refresh keeps the model already loaded.
 _CLIENT_CONFIG = Config(
-    connect_timeout=5, read_timeout=60, retries={"mode": "standard", "max_attempts": 4}
+    connect_timeout=2, read_timeout=10, retries={"mode": "standard", "max_attempts": 2}
 )
 
 

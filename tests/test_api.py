@@ -999,6 +999,13 @@ def test_settings_from_env() -> None:
     assert (settings.max_total_chars, settings.max_entities) == (30_000, 20_000)
 
 
+def test_the_request_budget_grows_with_a_larger_text_limit() -> None:
+    settings = Settings.from_env({"MAX_TEXT_CHARS": "50000"})
+    assert settings.max_total_chars == 50_000
+    explicit = Settings.from_env({"MAX_TEXT_CHARS": "50000", "MAX_TOTAL_CHARS": "80000"})
+    assert explicit.max_total_chars == 80_000
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [

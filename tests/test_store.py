@@ -683,7 +683,7 @@ def test_cli_reports_errors_as_json(
     )
     code, error = cli(capsys, "upload", str(tmp_path / "absent.tar.gz"), "--uri", URI)
     assert code == 1
-    assert "not a readable .tar.gz" in error["error"]
+    assert "artifact not found" in error["error"]
     with pytest.raises(SystemExit) as usage:
         models_cli.main(["list", "--uri", URI, "--prefix", "other"])
     assert usage.value.code == 2
@@ -719,3 +719,22 @@ def test_through_a_real_s3_endpoint(
     with pytest.raises(LiveConflict):
         racer.set_live("v3")
     assert live_of(ModelStore.from_uri(URI)) == "v1"
+
+
+def test_a_full_disk_while_extracting_is_retryable_not_a_bad_model(
+    store: ModelStore, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from nerkit import artifact as artifact_module
+
+    publish(store, tmp_path, "v1")
+
+    def no_space(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(artifact_module.shutil, "copyfileobj", no_space)
+        with pytest.raises(StoreUnavailable, match="No space left on device"):
+            store.fetch(cache)
+    assert store.fetch(cache).version == "v1"  # the same release loads once there is room

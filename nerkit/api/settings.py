@@ -88,6 +88,10 @@ class Settings(BaseModel):
             name: environ[name] for name in names if environ.get(name, "").strip()
         }
         values.setdefault("PRELOAD_MODEL", bool(environ.get("AWS_LAMBDA_FUNCTION_NAME")))
+        per_text = str(values.get("MAX_TEXT_CHARS", "")).strip()
+        if "MAX_TOTAL_CHARS" not in values and per_text.isdigit():
+            # Unset, the request budget grows to admit one text of the configured maximum.
+            values["MAX_TOTAL_CHARS"] = max(DEFAULT_MAX_TOTAL_CHARS, int(per_text))
         try:
             return cls.model_validate(values)
         except ValidationError as exc:

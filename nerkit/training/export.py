@@ -80,6 +80,18 @@ def export_onnx(
         model.train(was_training)
 
 
+def check_onnx(model: torch.nn.Module, onnx_path: Path, *, with_casing: bool) -> None:
+    """Raise ``RuntimeError`` unless ``onnx_path`` (e.g. a fused rewrite of the export)
+    still computes the torch model's logits on a right-padded batch of mixed lengths."""
+    input_names = ["input_ids", "attention_mask", *(["casing_ids"] if with_casing else [])]
+    with torch.no_grad():
+        _check_export(
+            _LogitsOnly(model, input_names).eval(),
+            onnx_path,
+            _probe_inputs(3, 11, with_casing, seed=2),
+        )
+
+
 @contextlib.contextmanager
 def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
     """Hugging Face models read the attention implementation from their config at each

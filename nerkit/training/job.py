@@ -286,6 +286,7 @@ def export_and_verify(
     from nerkit.engine import NerEngine
     from nerkit.training.export import (
         build_artifact,
+        check_onnx,
         export_onnx,
         fuse_transformer,
         quantize_int8,
@@ -300,6 +301,7 @@ def export_and_verify(
             fp32, fused, num_heads=config.num_attention_heads, hidden_size=config.hidden_size
         )
         log.info("fused operators: %s", ops)
+        check_onnx(result.model, fused, with_casing=hp.casing)
         fp32 = fused
     base_manifest = {
         "name": hp.name,

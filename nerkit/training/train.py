@@ -424,7 +424,9 @@ def _resume(
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
     rng.setstate(payload["rng"])
-    torch.set_rng_state(payload["torch_rng"])
+    # map_location moved every tensor to the training device; the CPU generator state must
+    # stay a CPU tensor (a spot restart on a GPU instance would fail otherwise).
+    torch.set_rng_state(payload["torch_rng"].cpu())
     state.update(payload["state"])
     result.history = [EpochRecord(**r) for r in payload["history"]]
     result.best_epoch = payload["best_epoch"]

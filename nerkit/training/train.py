@@ -268,8 +268,9 @@ def train(
 
     result = TrainResult(model=model, labels=labels)
     state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_weights": None}
+    checkpointed = _Checkpointed(model, optimizer, scheduler, rng, state, result)
     if checkpoint_dir is not None:
-        _resume(checkpoint_dir, model, optimizer, scheduler, rng, state, result)
+        checkpointed.restore(checkpoint_dir)
 
     epoch = int(state["epoch"])
     step = int(state["step"])
@@ -335,7 +336,7 @@ def train(
             result.best_epoch = epoch
         state.update(epoch=epoch, step=step)
         if checkpoint_dir is not None:
-            _save_checkpoint(checkpoint_dir, model, optimizer, scheduler, rng, state, result)
+            checkpointed.save(checkpoint_dir)
         if on_epoch is not None:
             on_epoch(record)
 
@@ -381,53 +382,52 @@ def _optimizer(model: TokenClassifier, hp: Hyperparameters) -> torch.optim.Optim
 CHECKPOINT = "checkpoint.pt"
 
 
-def _save_checkpoint(
-    directory: Path,
-    model: TokenClassifier,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    rng: random.Random,
-    state: dict[str, Any],
-    result: TrainResult,
-) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "model": model.checkpoint_state(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": rng.getstate(),
-        "torch_rng": torch.get_rng_state(),
-        "state": state,
-        "history": [dataclasses.asdict(r) for r in result.history],
-        "best_epoch": result.best_epoch,
-    }
-    # Write then rename: an interruption mid-write never leaves a corrupt checkpoint.
-    partial = directory / (CHECKPOINT + ".partial")
-    torch.save(payload, partial)
-    partial.replace(directory / CHECKPOINT)
+@dataclass
+class _Checkpointed:
+    """Everything a restarted run needs to continue exactly where it stopped."""
 
+    model: TokenClassifier
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    rng: random.Random
+    progress: dict[str, Any]  # epoch, step, best_f1, best_weights
+    result: TrainResult
 
-def _resume(
-    directory: Path,
-    model: TokenClassifier,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    rng: random.Random,
-    state: dict[str, Any],
-    result: TrainResult,
-) -> None:
-    path = directory / CHECKPOINT
-    if not path.is_file():
-        return
-    payload = torch.load(path, weights_only=False, map_location=training_device())
-    model.load_state_dict(payload["model"]["weights"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    rng.setstate(payload["rng"])
-    # map_location moved every tensor to the training device; the CPU generator state must
-    # stay a CPU tensor (a spot restart on a GPU instance would fail otherwise).
-    torch.set_rng_state(payload["torch_rng"].cpu())
-    state.update(payload["state"])
-    result.history = [EpochRecord(**r) for r in payload["history"]]
-    result.best_epoch = payload["best_epoch"]
-    log.info("resumed from %s at epoch %d step %d", path, state["epoch"], state["step"])
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "model": self.model.checkpoint_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": self.rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "state": self.progress,
+            "history": [dataclasses.asdict(r) for r in self.result.history],
+            "best_epoch": self.result.best_epoch,
+        }
+        # Write then rename: an interruption mid-write never leaves a corrupt checkpoint.
+        partial = directory / (CHECKPOINT + ".partial")
+        torch.save(payload, partial)
+        partial.replace(directory / CHECKPOINT)
+
+    def restore(self, directory: Path) -> None:
+        path = directory / CHECKPOINT
+        if not path.is_file():
+            return
+        payload = torch.load(path, weights_only=False, map_location=training_device())
+        self.model.load_state_dict(payload["model"]["weights"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.rng.setstate(payload["rng"])
+        # map_location moved every tensor to the training device; the CPU generator state
+        # must stay a CPU tensor (a spot restart on a GPU instance would fail otherwise).
+        torch.set_rng_state(payload["torch_rng"].cpu())
+        self.progress.update(payload["state"])
+        self.result.history = [EpochRecord(**r) for r in payload["history"]]
+        self.result.best_epoch = payload["best_epoch"]
+        log.info(
+            "resumed from %s at epoch %d step %d",
+            path,
+            self.progress["epoch"],
+            self.progress["step"],
+        )

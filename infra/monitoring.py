@@ -50,46 +50,64 @@ class Monitoring(Construct):
             alarm.add_ok_action(action)
         self.dashboard = self._dashboard(settings, function, api, state_machine)
 
+    def _alarm(
+        self,
+        metric: cw.Metric,
+        alarm_id: str,
+        description: str,
+        *,
+        threshold: float,
+        periods: int,
+        comparison: cw.ComparisonOperator,
+    ) -> cw.Alarm:
+        # No data means no traffic or no runs: never an alarm.
+        return metric.create_alarm(
+            self,
+            alarm_id,
+            alarm_description=description,
+            threshold=threshold,
+            evaluation_periods=periods,
+            comparison_operator=comparison,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+
     def _alarms(
         self, function: lambda_.IFunction, api: apigw.RestApi, state_machine: sfn.StateMachine
     ) -> list[cw.Alarm]:
+        at_least_one = cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
         # A handled request never raises, so any Lambda error is a crash, timeout or OOM.
-        errors = function.metric_errors(period=PERIOD, statistic="Sum").create_alarm(
-            self,
+        errors = self._alarm(
+            function.metric_errors(period=PERIOD, statistic="Sum"),
             "FunctionErrors",
-            alarm_description="The serving Lambda failed (crash, timeout or out of memory).",
+            "The serving Lambda failed (crash, timeout or out of memory).",
             threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            periods=1,
+            comparison=at_least_one,
         )
-        throttles = function.metric_throttles(period=PERIOD, statistic="Sum").create_alarm(
-            self,
+        throttles = self._alarm(
+            function.metric_throttles(period=PERIOD, statistic="Sum"),
             "FunctionThrottles",
-            alarm_description="Lambda refused invocations: concurrency limit reached.",
+            "Lambda refused invocations: concurrency limit reached.",
             threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            periods=1,
+            comparison=at_least_one,
         )
         # 5XXError's Average is the fraction of requests answered with a 5xx.
-        server_errors = api.metric_server_error(period=PERIOD, statistic="Average").create_alarm(
-            self,
+        server_errors = self._alarm(
+            api.metric_server_error(period=PERIOD, statistic="Average"),
             "Api5xx",
-            alarm_description="More than 1% of API requests got a 5xx in two 5-minute periods.",
+            "More than 1% of API requests got a 5xx in two 5-minute periods.",
             threshold=0.01,
-            evaluation_periods=2,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            periods=2,
+            comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
         )
-        training = state_machine.metric_failed(period=PERIOD, statistic="Sum").create_alarm(
-            self,
+        training = self._alarm(
+            state_machine.metric_failed(period=PERIOD, statistic="Sum"),
             "TrainingFailed",
-            alarm_description="A training run failed or its model was rejected by the gate.",
+            "A training run failed or its model was rejected by the gate.",
             threshold=1,
-            evaluation_periods=1,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            periods=1,
+            comparison=at_least_one,
         )
         return [errors, throttles, server_errors, training]
 

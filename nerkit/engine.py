@@ -21,6 +21,7 @@ from tokenizers import Encoding, Tokenizer
 from nerkit.artifact import ArtifactError, verify
 from nerkit.decoding import (
     AGGREGATIONS,
+    DECODINGS,
     OUTSIDE,
     Entity,
     decode,
@@ -215,28 +216,34 @@ class NerEngine:
         texts: Sequence[str],
         *,
         aggregation: str = "simple",
+        decoding: str = "viterbi",
         labels: Collection[str] | None = None,
         min_score: float = 0.0,
     ) -> list[list[Entity]]:
         """Entities of each text, in text order; ``word == text[start:end]`` always.
 
-        ``labels`` keeps only those entity types (unknown ones raise ``UnknownLabelsError``),
+        ``aggregation`` and ``decoding`` are as in :func:`nerkit.decoding.decode`. ``labels``
+        keeps only those entity types (unknown ones raise ``UnknownLabelsError``),
         ``min_score`` drops entities scoring below it. A text that is not valid Unicode raises
         ``InvalidTextError``; both are ``ValueError``s raised before any inference.
         """
-        self._check_request(texts, aggregation, labels)
+        self._check_request(texts, aggregation, decoding, labels)
         documents = [
             self._document(text, encoding)
             for text, encoding in zip(texts, self._encode(texts), strict=True)
         ]
         results = []
         for doc, scores in zip(documents, self._document_scores(documents), strict=True):
-            entities = self._decode(doc, scores, aggregation)
+            entities = self._decode(doc, scores, aggregation, decoding)
             results.append([e for e in entities if _wanted(e, labels, min_score)])
         return results
 
     def _check_request(
-        self, texts: Sequence[str], aggregation: str, labels: Collection[str] | None
+        self,
+        texts: Sequence[str],
+        aggregation: str,
+        decoding: str,
+        labels: Collection[str] | None,
     ) -> None:
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not a string")
@@ -244,6 +251,8 @@ class NerEngine:
             raise ValueError(
                 f"aggregation must be one of {', '.join(AGGREGATIONS)}: {aggregation!r}"
             )
+        if decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}: {decoding!r}")
         if labels is not None:
             known = self.entity_types
             unknown = list(dict.fromkeys(label for label in labels if label not in known))
@@ -369,7 +378,9 @@ class NerEngine:
         }
         return self._session.run(["logits"], feeds)[0]
 
-    def _decode(self, doc: _Document, scores: np.ndarray, aggregation: str) -> list[Entity]:
+    def _decode(
+        self, doc: _Document, scores: np.ndarray, aggregation: str, decoding: str
+    ) -> list[Entity]:
         # The pipeline skips special tokens; inside the content they are rare (typed by the
         # user and marked special by the tokenizer), so only then pay for filtering tokens.
         keep = ~doc.special
@@ -383,7 +394,7 @@ class NerEngine:
             is_unknown=ids == self._unk_id,
             subword_prefix=self._subword_prefix,
         )
-        return decode(doc.text, scores[keep], offsets, flags, self._labels, aggregation)
+        return decode(doc.text, scores[keep], offsets, flags, self._labels, aggregation, decoding)
 
 
 def _content_scores(

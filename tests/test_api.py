@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from fastapi.testclient import TestClient
@@ -24,8 +24,10 @@ from fastapi.testclient import TestClient
 from nerkit.api.app import create_app
 from nerkit.api.headers import page_csp
 from nerkit.api.model import LOAD_RETRY_SECONDS, ModelHolder
+from nerkit.api.schemas import Aggregation, Decoding
 from nerkit.api.settings import Settings, SettingsError
 from nerkit.artifact import ArtifactError, pack, write_manifest
+from nerkit.decoding import AGGREGATIONS, DECODINGS
 from nerkit.engine import NerEngine
 from nerkit.store import LoadedArtifact, ModelStore, Pointer, StoreUnavailable, resolve
 
@@ -606,17 +608,24 @@ def test_entities_past_max_entities_are_cut_and_flagged(settings: Settings) -> N
     assert (single["entities"], single["truncated"]) == (found[:1], True)
 
 
+@pytest.mark.parametrize("decoding", ["viterbi", "argmax"])
 @pytest.mark.parametrize("aggregation", ["simple", "first", "average", "max"])
-def test_aggregations_match_the_engine(
-    client: TestClient, tiny_artifact_dir: Path, aggregation: str
+def test_aggregations_and_decodings_match_the_engine(
+    client: TestClient, tiny_artifact_dir: Path, aggregation: str, decoding: str
 ) -> None:
-    got = post(client, {"text": TEXT, "aggregation": aggregation}).json()["entities"]
+    body = {"text": TEXT, "aggregation": aggregation, "decoding": decoding}
+    got = post(client, body).json()["entities"]
     engine = NerEngine.load(tiny_artifact_dir)
-    expected = engine.predict([TEXT], aggregation=aggregation)[0]
+    expected = engine.predict([TEXT], aggregation=aggregation, decoding=decoding)[0]
     assert [(e["entity_group"], e["start"], e["end"]) for e in got] == [
         (e.entity_group, e.start, e.end) for e in expected
     ]
     assert [e["score"] for e in got] == [round(e.score, 4) for e in expected]
+
+
+def test_request_options_are_the_engines() -> None:
+    assert get_args(Aggregation) == AGGREGATIONS
+    assert get_args(Decoding) == DECODINGS
 
 
 def test_unicode_offsets_are_code_points_of_the_original_text(client: TestClient) -> None:
@@ -667,6 +676,8 @@ def test_min_score_filter(client: TestClient) -> None:
         ({"text": "a", "texts": ["b"]}, [], "text_or_texts"),
         ({"text": "a", "aggregation": "none"}, ["aggregation"], "literal_error"),
         ({"text": "a", "aggregation": 1}, ["aggregation"], "literal_error"),
+        ({"text": "a", "decoding": "beam"}, ["decoding"], "literal_error"),
+        ({"text": "a", "decoding": None}, ["decoding"], "literal_error"),
         ({"text": "a", "min_score": 1.5}, ["min_score"], "less_than_equal"),
         ({"text": "a", "min_score": -0.1}, ["min_score"], "greater_than_equal"),
         ({"text": "a", "min_score": "0.5"}, ["min_score"], "float_type"),
@@ -951,6 +962,7 @@ def test_openapi_and_docs(client: TestClient) -> None:
         "text",
         "texts",
         "aggregation",
+        "decoding",
         "labels",
         "min_score",
     }

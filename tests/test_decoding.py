@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
-from nerkit.decoding import Entity, decode, snap_span, softmax, subword_flags
+from nerkit.decoding import Entity, bio_viterbi, decode, snap_span, softmax, subword_flags
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -34,10 +36,13 @@ def run(
     *,
     subword: list[bool] | None = None,
     labels: list[str] = LABELS,
+    decoding: str = "argmax",
 ) -> list[tuple[str, str, float]]:
+    """Decoded entities; ``argmax`` unless asked, as these tests pin the pipeline's rules."""
     flags = np.array(subword if subword is not None else [False] * len(pieces))
     scores = np.array(rows, dtype=np.float32)
-    entities = decode(text, scores, offsets_of(text, pieces), flags, labels, aggregation)
+    offsets = offsets_of(text, pieces)
+    entities = decode(text, scores, offsets, flags, labels, aggregation, decoding)
     for entity in entities:
         assert entity.word == text[entity.start : entity.end]
     return [(e.entity_group, e.word, round(e.score, 4)) for e in entities]
@@ -154,6 +159,89 @@ def test_no_tokens_no_entities() -> None:
 def test_unknown_aggregation_is_refused() -> None:
     with pytest.raises(ValueError, match="aggregation"):
         decode("a", np.ones((1, 5)), np.array([[0, 1]]), np.zeros(1, bool), LABELS, "none")
+
+
+def test_unknown_decoding_is_refused() -> None:
+    with pytest.raises(ValueError, match="decoding"):
+        decode("a", np.ones((1, 5)), np.array([[0, 1]]), np.zeros(1, bool), LABELS, "first", "x")
+
+
+def test_viterbi_joins_what_argmax_fragments() -> None:
+    """``Smith`` prefers I-LOC alone, but I-LOC cannot follow B-PER: one PER, not two entities."""
+    text = "John Smith lives in Paris"
+    pieces = ["John", "Smith", "lives", "in", "Paris"]
+    rows = [
+        one_hot("B-PER", 0.9),
+        [0.05, 0.05, 0.4, 0.05, 0.45],  # I-LOC 0.45 > I-PER 0.4
+        one_hot("O", 0.99),
+        one_hot("O", 0.99),
+        one_hot("B-LOC", 0.9),
+    ]
+    assert run(text, pieces, rows, "simple") == [
+        ("PER", "John", 0.9),
+        ("LOC", "Smith", 0.45),
+        ("LOC", "Paris", 0.9),
+    ]
+    assert run(text, pieces, rows, "simple", decoding="viterbi") == [
+        ("PER", "John Smith", 0.65),  # the mean of the chosen labels' probabilities
+        ("LOC", "Paris", 0.9),
+    ]
+
+
+def test_viterbi_drops_or_opens_an_entity_that_starts_with_i() -> None:
+    """An I-X after O is either an O or a B-X, whichever the scores make more likely."""
+    text = "met Smith and Jones"
+    pieces = ["met", "Smith", "and", "Jones"]
+    rows = [
+        one_hot("O", 0.99),
+        [0.2, 0.3, 0.45, 0.025, 0.025],  # I-PER best, B-PER next
+        one_hot("O", 0.99),
+        [0.4, 0.05, 0.45, 0.05, 0.05],  # I-PER best, O next
+    ]
+    assert run(text, pieces, rows, "simple") == [("PER", "Smith", 0.45), ("PER", "Jones", 0.45)]
+    assert run(text, pieces, rows, "simple", decoding="viterbi") == [("PER", "Smith", 0.3)]
+
+
+def test_viterbi_then_word_aggregation() -> None:
+    """Word strategies aggregate the scores of the labels the sequence search chose."""
+    text = "Washington visited"
+    pieces = ["Washing", "ton", "visited"]
+    rows = [
+        one_hot("B-LOC", 0.6),
+        [0.1, 0.05, 0.5, 0.05, 0.3],  # I-PER alone would split the word's type
+        one_hot("O", 0.99),
+    ]
+    for aggregation in ("first", "average", "max"):
+        got = run(text, pieces, rows, aggregation, subword=[False, True, False], decoding="viterbi")
+        assert [(group, word) for group, word, _ in got] == [("LOC", "Washington")], aggregation
+
+
+def test_bio_viterbi_is_the_best_valid_sequence() -> None:
+    """Against brute force over every label sequence, on random scores and label orders."""
+    rng = np.random.default_rng(7)
+    for labels in (LABELS, ["B-LOC", "I-PER", "O", "I-LOC", "B-PER"], ["O", "I-ORG", "B-MISC"]):
+        inside = np.array([label.startswith("I-") for label in labels])
+        opener = np.array(
+            [labels.index("B-" + x[2:]) if "B-" + x[2:] in labels else -1 for x in labels]
+        )
+
+        def valid(sequence: tuple[int, ...], labels: list[str] = labels) -> bool:
+            previous = "O"
+            for index in sequence:
+                label = labels[index]
+                if label.startswith("I-") and previous[2:] != label[2:]:
+                    return False
+                previous = label
+            return True
+
+        for length in range(1, 6):
+            scores = rng.dirichlet(np.ones(len(labels)) * 0.5, size=length).astype(np.float32)
+            log_scores = np.log(np.maximum(scores, 1e-30))
+            best = max(
+                (s for s in itertools.product(range(len(labels)), repeat=length) if valid(s)),
+                key=lambda s: sum(log_scores[i, label] for i, label in enumerate(s)),
+            )
+            assert tuple(bio_viterbi(scores, inside, opener)) == best, (labels, scores)
 
 
 def test_entity_word_is_the_callers_surface_not_the_tokens() -> None:

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 from transformers import BertForTokenClassification
 
 from nerkit.artifact import ArtifactError, extract, read_manifest
-from nerkit.decoding import AGGREGATIONS
+from nerkit.decoding import AGGREGATIONS, DECODINGS
 from nerkit.engine import (
     Entity,
     InvalidTextError,
@@ -176,9 +176,12 @@ def test_manifest_and_labels(engine: NerEngine) -> None:
     assert engine.entity_types == ["LOC", "MISC", "ORG", "PER"]
 
 
+@pytest.mark.parametrize("decoding", DECODINGS)
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
-def test_offsets_are_exact_on_any_unicode(engine: NerEngine, aggregation: str) -> None:
-    results = engine.predict(UNICODE_TEXTS, aggregation=aggregation)
+def test_offsets_are_exact_on_any_unicode(
+    engine: NerEngine, aggregation: str, decoding: str
+) -> None:
+    results = engine.predict(UNICODE_TEXTS, aggregation=aggregation, decoding=decoding)
     for text, entities in zip(UNICODE_TEXTS, results, strict=True):
         assert_well_formed(text, entities)
     assert sum(map(len, results)) > 10  # the model finds entities in these texts

@@ -238,13 +238,14 @@ def in_band(value: float, band: tuple[int, int]) -> bool:
 def test_entities_are_highlighted_as_the_api_returns_them(page: Page, app_url: str) -> None:
     page.goto(app_url)
     page.select_option("#aggregation", "first")
+    page.select_option("#decoding", "argmax")
     page.fill("#min-score", "0")
     submit(page, TEXT)
     wait_for_result(page)
 
     api = httpx.post(
         f"{app_url}v1/entities",
-        json={"text": TEXT, "aggregation": "first", "min_score": 0},
+        json={"text": TEXT, "aggregation": "first", "decoding": "argmax", "min_score": 0},
         timeout=60,
     ).json()
     entities = sorted(api["entities"], key=lambda e: e["start"])

@@ -83,7 +83,7 @@ def test_engine_matches_transformers_pipeline(
     engine: NerEngine, classifier: Any, aggregation: str
 ) -> None:
     expected = classifier(SENTENCES, aggregation_strategy=aggregation)
-    ours = engine.predict(SENTENCES, aggregation=aggregation)
+    ours = engine.predict(SENTENCES, aggregation=aggregation, decoding="argmax")
     multi_token = 0
     for text, want, got in zip(SENTENCES, expected, ours, strict=True):
         assert [(e["entity_group"], e["start"], e["end"]) for e in want] == [
@@ -99,7 +99,7 @@ def test_engine_matches_transformers_pipeline(
 
 def test_strategies_disagree_on_this_model(engine: NerEngine) -> None:
     """Guard for the parity test: word strategies are exercised only if subwords disagree."""
-    results = {a: engine.predict(SENTENCES, aggregation=a) for a in AGGREGATIONS}
+    results = {a: engine.predict(SENTENCES, aggregation=a, decoding="argmax") for a in AGGREGATIONS}
     assert results["simple"] != results["first"]
     assert results["first"] != results["average"] or results["first"] != results["max"]
 
@@ -148,7 +148,7 @@ def test_decoding_matches_pipeline_aggregation_code_on_random_scores() -> None:
         for aggregation in AGGREGATIONS:
             grouped = stub.aggregate(pre_entities, AggregationStrategy(aggregation))
             want = [g for g in grouped if g["entity_group"] != "O"]
-            got = decode(text, scores, offsets, subword, labels, aggregation)
+            got = decode(text, scores, offsets, subword, labels, aggregation, "argmax")
             assert [(g["entity_group"], g["start"], g["end"]) for g in want] == [
                 (e.entity_group, e.start, e.end) for e in got
             ], (aggregation, labels, scores, subword)

@@ -24,7 +24,7 @@ from nerkit.training.encode import (
     length_batches,
     load_tokenizer,
 )
-from nerkit.training.job import join_documents, write_fast_tokenizer
+from nerkit.training.job import engine_scores, join_documents, write_fast_tokenizer
 from nerkit.training.train import Hyperparameters
 
 REPO = Path(__file__).resolve().parents[1]
@@ -381,3 +381,25 @@ def test_cli_train_reports_missing_s3_data(
     )
     assert code == 2
     assert "no objects under s3://data/nothing/" in capsys.readouterr().err
+
+
+def test_cli_evaluates_an_artifact_with_each_decoding(
+    tiny_artifact_tar: Path, conll_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nerkit.engine import NerEngine
+    from nerkit.training import cli
+
+    artifact.extract(tiny_artifact_tar, conll_file.parent / "tiny")
+    engine = NerEngine.load(conll_file.parent / "tiny")
+    examples = load_examples(conll_file)
+    for decoding in ("viterbi", "argmax"):
+        args = ["evaluate", "--model", str(tiny_artifact_tar), "--data", str(conll_file)]
+        assert cli.main([*args, "--decoding", decoding, "--aggregation", "first"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        want = engine_scores(engine, examples, aggregation="first", decoding=decoding)
+        assert report["support"] == want["support"] > 0
+        assert report["f1"] == pytest.approx(want["f1"])
+    with pytest.raises(SystemExit) as refused:
+        cli.main([*args, "--decoding", "beam"])
+    assert refused.value.code == 2
+    assert "invalid choice: 'beam'" in capsys.readouterr().err

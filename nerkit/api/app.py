@@ -179,6 +179,7 @@ async def entities(
             model.engine.predict,
             texts,
             aggregation=body.aggregation,
+            decoding=body.decoding,
             labels=body.labels,
             min_score=body.min_score,
         )

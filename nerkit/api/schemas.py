@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 Aggregation = Literal["simple", "first", "average", "max"]
+Decoding = Literal["viterbi", "argmax"]
 # Scores are reported to 4 decimals: finer digits are noise for a softmax over a small model
 # and only make responses longer.
 SCORE_DECIMALS = 4
@@ -56,6 +57,13 @@ class EntitiesRequest(BaseModel):
     aggregation: Aggregation = Field(
         default="simple",
         description="How word pieces become entities (the transformers pipeline strategies).",
+    )
+    decoding: Decoding = Field(
+        default="viterbi",
+        description=(
+            "viterbi: the most likely valid BIO label sequence (no entity starts mid-way); "
+            "argmax: each token's own best label, as the transformers pipeline does."
+        ),
     )
     labels: list[str] | None = Field(
         default=None,

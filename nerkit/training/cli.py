@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from nerkit import artifact
+from nerkit.decoding import AGGREGATIONS, DECODINGS
 from nerkit.publish import publish
 from nerkit.store import ModelStore, new_s3_client, parse_s3_uri, resolve
 
@@ -75,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="entity F1 of an artifact on a dataset")
     evaluate.add_argument("--model", required=True, help="model.tar.gz, directory or s3:// URI")
     evaluate.add_argument("--data", required=True, type=Path)
-    evaluate.add_argument("--aggregation", default="simple")
+    evaluate.add_argument("--aggregation", default="simple", choices=AGGREGATIONS)
+    evaluate.add_argument("--decoding", default="viterbi", choices=DECODINGS)
     evaluate.add_argument("--documents", action="store_true", help="whole documents as one text")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -176,7 +178,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         examples = load_examples(args.data)
         if args.documents:
             examples = join_documents(examples)
-        scores = engine_scores(engine, examples, args.aggregation)
+        scores = engine_scores(
+            engine, examples, aggregation=args.aggregation, decoding=args.decoding
+        )
     print(json.dumps({"model": loaded.version, "data": str(args.data), **scores}, indent=2))
     return 0
 

@@ -230,19 +230,20 @@ def write_fast_tokenizer(base_dir: Path, out: Path) -> None:
 
 
 def engine_predictions(
-    engine: Any, examples: Sequence[Example], aggregation: str = "simple"
+    engine: Any, examples: Sequence[Example], **options: str
 ) -> list[list[Span]]:
-    """Predicted spans on raw text, through the serving engine users call."""
-    predicted = engine.predict([ex.text for ex in examples], aggregation=aggregation)
+    """Predicted spans on raw text, through the serving engine users call.
+
+    ``options`` (``aggregation``, ``decoding``) default to the engine's, as for API callers.
+    """
+    predicted = engine.predict([ex.text for ex in examples], **options)
     return [[Span(e.start, e.end, e.entity_group) for e in row] for row in predicted]
 
 
-def engine_scores(
-    engine: Any, examples: Sequence[Example], aggregation: str = "simple"
-) -> dict[str, Any]:
+def engine_scores(engine: Any, examples: Sequence[Example], **options: str) -> dict[str, Any]:
     """Entity-level scores of an artifact on raw text, through the serving engine."""
     return entity_scores(
-        [ex.spans for ex in examples], engine_predictions(engine, examples, aggregation)
+        [ex.spans for ex in examples], engine_predictions(engine, examples, **options)
     )
 
 
@@ -355,6 +356,7 @@ def export_and_verify(
         if chosen != "none":
             served["test_fp32"] = engine_scores(NerEngine.load(fp32_dir, threads=threads), test)
         served["test_documents"] = engine_scores(engine, join_documents(test))
+        served["test_argmax"] = engine_scores(engine, test, decoding="argmax")
     served["validation_documents"] = engine_scores(engine, join_documents(validation))
     confusion = entity_confusion(
         [ex.spans for ex in validation], engine_predictions(engine, validation)
@@ -392,7 +394,8 @@ def build_manifest(
         "metrics": {
             **served,
             "evaluation": "entity-level micro P/R/F1 on raw text through nerkit.engine "
-            "(aggregation simple); *_documents = whole documents as one text",
+            "(the API defaults: aggregation simple, decoding viterbi); *_documents = whole "
+            "documents as one text; *_argmax = without BIO-constrained decoding",
             "best_epoch": result.best_epoch,
             "history": [
                 {"epoch": r.epoch, "train_loss": r.train_loss, "validation_f1": r.validation["f1"]}

@@ -195,7 +195,12 @@ class NerEngine:
                 str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
             )
             tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        except MemoryError:
+            raise
         except Exception as exc:  # onnxruntime and tokenizers raise their own types
+            if _out_of_memory(exc):
+                # Not the artifact's fault: callers must not blame (and skip) the release.
+                raise MemoryError(f"not enough memory to load the model: {exc}") from None
             raise ArtifactError(f"artifact model or tokenizer cannot be loaded: {exc}") from None
         return cls(manifest, session, tokenizer, batch_size=batch_size, stride=stride)
 
@@ -478,6 +483,12 @@ def _unk_id(tokenizer: Tokenizer) -> int:
     unk_token = getattr(tokenizer.model, "unk_token", None)
     unk_id = tokenizer.token_to_id(unk_token) if unk_token else None
     return _NO_TOKEN_ID if unk_id is None else unk_id
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """Whether an ONNX Runtime error is an allocation failure (it has no type of its own)."""
+    message = str(exc)
+    return "bad_alloc" in message or "Failed to allocate memory" in message
 
 
 def _wanted(entity: Entity, labels: Collection[str] | None, min_score: float) -> bool:

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -60,6 +61,7 @@ CACHE_MARKER = ".tarball-sha256"
 MAX_DOWNLOAD_BYTES = DEFAULT_MAX_EXTRACT_BYTES
 
 # Versions become S3 key segments and local directory names: no separators, no leading dot.
+_DOWNLOAD_PREFIX = ".download-"
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _MISSING_OBJECT = {"NoSuchKey", "404", "NotFound"}
@@ -74,6 +76,9 @@ _DENIED = {
     "ExpiredToken",
     "InvalidToken",
 }
+# In-progress downloads (``.download-*``) and extractions (``*.partial-*``) older than this
+# are leftovers of a killed process: no Lambda invocation runs longer (15 minutes).
+STALE_TEMP_SECONDS = 15 * 60
 # Serving checks LIVE and downloads models inside a request's time budget (API Gateway: 29 s):
 # fail fast on a dead or stalled endpoint; two attempts of at most 2 s connect + 10 s per
 # read stay well inside it, and a failed refresh keeps the model already loaded.
@@ -316,15 +321,18 @@ class ModelStore:
         version: str | None = None,
         *,
         keep: Collection[Path] | None = None,
+        live: Pointer | None = None,
     ) -> LoadedArtifact:
         """Download, verify and extract ``version`` (default: the LIVE one) to
         ``cache_dir/<version>``, reusing an earlier verified extraction of the same tarball.
 
         With ``keep``, a download first deletes every other model directory of ``cache_dir``
-        except those in ``keep`` (see ``prune_cache``).
+        except those in ``keep`` (see ``prune_cache``). ``live`` is a LIVE pointer the caller
+        has just read: that release is fetched without reading LIVE again, so a failure is
+        pinned on the release the caller saw even if LIVE moves meanwhile.
         """
         if version is None:
-            pointer = self.live()
+            pointer = live or self.live()
             if pointer is None:
                 raise ModelNotFound(f"no LIVE model in {self.uri}")
             version, key, sha256 = pointer.version, pointer.key, pointer.sha256
@@ -421,13 +429,15 @@ def resolve(
     *,
     s3: S3Client | None = None,
     keep: Collection[Path] | None = None,
+    live: Pointer | None = None,
 ) -> LoadedArtifact:
     """Turn serving's ``MODEL_URI`` into a verified model directory.
 
-    ``s3://bucket/prefix`` follows LIVE, ``s3://bucket/key.tar.gz`` loads one object, a local
-    ``.tar.gz`` is extracted into ``cache_dir`` and a local directory is verified in place.
-    With ``keep`` (serving passes the directory its engine was loaded from), a download or
-    extraction first deletes the other model directories of ``cache_dir``.
+    ``s3://bucket/prefix`` follows LIVE (or loads ``live``, a pointer just read by
+    ``live_pointer``), ``s3://bucket/key.tar.gz`` loads one object, a local ``.tar.gz`` is
+    extracted into ``cache_dir`` and a local directory is verified in place. With ``keep``
+    (serving passes the directory its engine was loaded from), a download or extraction
+    first deletes the other model directories of ``cache_dir``.
     """
     if not model_uri:
         raise ArtifactError("no model URI given")
@@ -435,7 +445,7 @@ def resolve(
         bucket, key = parse_s3_uri(model_uri)
         if _is_tarball_key(key):
             return ModelStore(bucket, s3=s3).fetch_object(key, cache_dir, keep=keep)
-        return ModelStore(bucket, key, s3).fetch(cache_dir, keep=keep)
+        return ModelStore(bucket, key, s3).fetch(cache_dir, keep=keep, live=live)
     path = Path(model_uri)
     if path.is_dir():
         manifest = verify(path)
@@ -462,19 +472,34 @@ def live_pointer(model_uri: str, *, s3: S3Client | None = None) -> Pointer | Non
 def prune_cache(cache_dir: Path, keep: Collection[Path]) -> list[Path]:
     """Delete the model directories of ``cache_dir`` that are not in ``keep``; return them.
 
-    Only complete extractions (those with ``CACHE_MARKER``) go: a download or extraction in
-    progress (temp files, ``.partial-`` staging directories) belongs to whoever runs it.
+    Complete extractions (those with ``CACHE_MARKER``) go. A download or extraction in
+    progress (``.download-`` files, ``.partial-`` staging directories) belongs to whoever
+    runs it, so those go only once older than ``STALE_TEMP_SECONDS``: left by a process
+    killed mid-load (a Lambda timeout), they would otherwise fill /tmp over time.
     """
     if not cache_dir.is_dir():
         return []
     kept = {path.resolve() for path in keep}
+    stale_before = time.time() - STALE_TEMP_SECONDS
     removed = []
     for entry in sorted(cache_dir.iterdir()):
-        complete = entry.is_dir() and not entry.is_symlink() and (entry / CACHE_MARKER).is_file()
-        if complete and entry.resolve() not in kept:
-            shutil.rmtree(entry)
+        if entry.is_symlink():
+            continue
+        if entry.is_dir() and (entry / CACHE_MARKER).is_file():
+            if entry.resolve() not in kept:
+                shutil.rmtree(entry)
+                removed.append(entry)
+        elif _is_temp(entry) and entry.lstat().st_mtime < stale_before:
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
+
+
+def _is_temp(entry: Path) -> bool:
+    return entry.name.startswith(_DOWNLOAD_PREFIX) or ".partial-" in entry.name
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -565,7 +590,7 @@ def _reuse_or_install(
 def _temp_download(cache_dir: Path) -> Iterator[Path]:
     """A temp file in ``cache_dir`` (same filesystem as the extraction), always removed."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".download-", suffix=".tar.gz", dir=cache_dir)
+    fd, name = tempfile.mkstemp(prefix=_DOWNLOAD_PREFIX, suffix=".tar.gz", dir=cache_dir)
     os.close(fd)
     try:
         yield Path(name)

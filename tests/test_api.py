@@ -372,6 +372,60 @@ def test_refresh_swaps_to_a_new_live_version_and_keeps_the_old_one_when_broken(
     assert cache_entries(cache) == ["v3", "v4"]
 
 
+def test_refresh_loads_the_release_it_checked_even_if_live_moves_meanwhile(
+    aws_env: Any, settings: Settings, tiny_artifact_dir: Path, tmp_path: Path
+) -> None:
+    """LIVE is read once per refresh: a failure is never pinned on another release."""
+    store = ModelStore.from_uri(MODEL_PREFIX, aws_env)
+    store.set_live(store.upload(artifact_version(tiny_artifact_dir, tmp_path, "v1")))
+    broken = store.upload(artifact_version(tiny_artifact_dir, tmp_path, "v3", broken=True))
+    clock = FakeClock()
+    settings = settings.model_copy(
+        update={"model_uri": MODEL_PREFIX, "model_refresh_seconds": 60.0}
+    )
+    moves = [broken]
+
+    def live_moves_before_the_download(uri: str, cache_dir: Path, **kwargs: Any) -> Any:
+        if moves:
+            store.set_live(moves.pop())
+        return resolve(uri, cache_dir, **kwargs)
+
+    holder = ModelHolder(settings, resolve=live_moves_before_the_download, clock=clock)
+    assert holder.get().version == "v1"  # LIVE was v1 when checked; v3 went live after
+    store.set_live(store.upload(artifact_version(tiny_artifact_dir, tmp_path, "v2")))
+    moves.append(broken)
+    clock.now += 60
+    assert (holder.get().version, holder.status().error) == ("v2", None)
+    clock.now += 60
+    assert (holder.get().version, holder.status().error) == ("v2", "load_failed")
+    # The failure is v3's: rolling back to v2 clears it; v2 is not mistaken for a bad release.
+    store.rollback("v2")
+    clock.now += 60
+    assert (holder.get().version, holder.status().error) == ("v2", None)
+
+
+def test_too_little_memory_is_retried_not_remembered(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    live: list[Any] = [pointer("test-1")]
+    holder, _, loads = fake_holder(settings, live, clock)
+    holder.get()
+    real_load = NerEngine.load
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> NerEngine:
+        raise MemoryError("not enough memory to load the model")
+
+    monkeypatch.setattr(NerEngine, "load", out_of_memory)
+    live[0] = pointer("v2")
+    clock.now += 60
+    assert (holder.get().version, holder.status().error) == ("test-1", "load_failed")
+    monkeypatch.setattr(NerEngine, "load", real_load)
+    clock.now += 60
+    holder.get()
+    assert (len(loads), holder.status().loads, holder.status().error) == (3, 2, None)
+
+
 def cache_entries(cache: Path) -> list[str]:
     """The model directories in the cache (not temp files, which must be gone anyway)."""
     return sorted(entry.name for entry in cache.iterdir())

@@ -16,6 +16,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import BertForTokenClassification
 
+from nerkit import engine as engine_module
 from nerkit.artifact import ArtifactError, extract, read_manifest
 from nerkit.decoding import AGGREGATIONS, DECODINGS
 from nerkit.engine import (
@@ -453,6 +454,32 @@ def test_a_tampered_artifact_is_refused(tiny_artifact_dir: Path, workdir: Path) 
         handle.write(b"\0")
     with pytest.raises(ArtifactError, match=r"model\.onnx"):
         NerEngine.load(copy_dir)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (RuntimeError("Failed to allocate memory for requested buffer of size 4096"), MemoryError),
+        (RuntimeError("std::bad_alloc"), MemoryError),
+        (MemoryError(), MemoryError),
+        (RuntimeError("[ONNXRuntimeError] : 7 : INVALID_PROTOBUF"), ArtifactError),
+    ],
+)
+def test_too_little_memory_is_not_blamed_on_the_artifact(
+    tiny_artifact_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    expected: type[Exception],
+) -> None:
+    """Serving remembers a release that fails with ArtifactError; memory may be back later."""
+
+    def failing_session(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(engine_module.ort, "InferenceSession", failing_session)
+    with pytest.raises(expected) as raised:
+        NerEngine.load(tiny_artifact_dir)
+    assert not isinstance(raised.value, ArtifactError) or expected is ArtifactError
 
 
 class CasingTagger(torch.nn.Module):

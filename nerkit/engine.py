@@ -24,6 +24,7 @@ from nerkit.decoding import (
     DECODINGS,
     OUTSIDE,
     Entity,
+    TransitionPrior,
     decode,
     entity_group_name,
     softmax,
@@ -147,6 +148,7 @@ class NerEngine:
         self._labels: list[str] = list(manifest["labels"])
         self._input_types = _check_inputs(session, manifest)
         _check_output(session, len(self._labels))
+        self._prior = _transition_prior(manifest)
         self._use_casing = "casing_ids" in self._input_types
         self._batch_size = _positive("batch_size", batch_size or _default_batch_size(manifest))
         self._pad_id = _pad_id(tokenizer)
@@ -399,7 +401,9 @@ class NerEngine:
             is_unknown=ids == self._unk_id,
             subword_prefix=self._subword_prefix,
         )
-        return decode(doc.text, scores[keep], offsets, flags, self._labels, aggregation, decoding)
+        return decode(
+            doc.text, scores[keep], offsets, flags, self._labels, aggregation, decoding, self._prior
+        )
 
 
 def _content_scores(
@@ -448,6 +452,28 @@ def _check_inputs(session: ort.InferenceSession, manifest: dict[str, Any]) -> di
             raise ArtifactError(f"model.onnx input {name} has unsupported type {onnx_type}")
         types[name] = _NUMPY_TYPES[onnx_type]
     return types
+
+
+def _transition_prior(manifest: dict[str, Any]) -> TransitionPrior | None:
+    """The manifest's ``transitions`` (label-bigram log-probabilities from the training data
+    and the weight viterbi gives them), or ``None`` when the model has none."""
+    transitions = manifest.get("transitions")
+    if transitions is None:
+        return None
+    n_labels = len(manifest["labels"])
+    try:
+        weight = float(transitions["weight"])
+        start = np.array(transitions["start"], dtype=np.float64)
+        matrix = np.array(transitions["matrix"], dtype=np.float64)
+    except (TypeError, KeyError, ValueError):
+        raise ArtifactError("manifest transitions need weight, start and matrix") from None
+    if start.shape != (n_labels,) or matrix.shape != (n_labels, n_labels):
+        raise ArtifactError(
+            f"manifest transitions must be {n_labels} start and {n_labels}x{n_labels} values"
+        )
+    if not (np.isfinite(start).all() and np.isfinite(matrix).all() and weight >= 0):
+        raise ArtifactError("manifest transitions must be finite, with a weight >= 0")
+    return TransitionPrior(weight * start, weight * matrix)
 
 
 def _check_output(session: ort.InferenceSession, num_labels: int) -> None:

@@ -7,7 +7,15 @@ import itertools
 import numpy as np
 import pytest
 
-from nerkit.decoding import Entity, bio_viterbi, decode, snap_span, softmax, subword_flags
+from nerkit.decoding import (
+    Entity,
+    TransitionPrior,
+    bio_viterbi,
+    decode,
+    snap_span,
+    softmax,
+    subword_flags,
+)
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -216,14 +224,18 @@ def test_viterbi_then_word_aggregation() -> None:
         assert [(group, word) for group, word, _ in got] == [("LOC", "Washington")], aggregation
 
 
-def test_bio_viterbi_is_the_best_valid_sequence() -> None:
-    """Against brute force over every label sequence, on random scores and label orders."""
+@pytest.mark.parametrize("with_prior", [False, True])
+def test_bio_viterbi_is_the_best_valid_sequence(with_prior: bool) -> None:
+    """Against brute force over every label sequence, on random scores, label orders and
+    transition priors."""
     rng = np.random.default_rng(7)
     for labels in (LABELS, ["B-LOC", "I-PER", "O", "I-LOC", "B-PER"], ["O", "I-ORG", "B-MISC"]):
+        n = len(labels)
         inside = np.array([label.startswith("I-") for label in labels])
         opener = np.array(
             [labels.index("B-" + x[2:]) if "B-" + x[2:] in labels else -1 for x in labels]
         )
+        prior = TransitionPrior(rng.normal(size=n), rng.normal(size=(n, n))) if with_prior else None
 
         def valid(sequence: tuple[int, ...], labels: list[str] = labels) -> bool:
             previous = "O"
@@ -235,13 +247,40 @@ def test_bio_viterbi_is_the_best_valid_sequence() -> None:
             return True
 
         for length in range(1, 6):
-            scores = rng.dirichlet(np.ones(len(labels)) * 0.5, size=length).astype(np.float32)
+            scores = rng.dirichlet(np.ones(n) * 0.5, size=length).astype(np.float32)
             log_scores = np.log(np.maximum(scores, 1e-30))
-            best = max(
-                (s for s in itertools.product(range(len(labels)), repeat=length) if valid(s)),
-                key=lambda s: sum(log_scores[i, label] for i, label in enumerate(s)),
-            )
-            assert tuple(bio_viterbi(scores, inside, opener)) == best, (labels, scores)
+
+            def total(
+                sequence: tuple[int, ...],
+                log_scores: np.ndarray = log_scores,
+                prior: TransitionPrior | None = prior,
+            ) -> float:
+                value = sum(log_scores[i, label] for i, label in enumerate(sequence))
+                if prior is not None:
+                    value += prior.start[sequence[0]]
+                    value += sum(prior.matrix[a, b] for a, b in itertools.pairwise(sequence))
+                return float(value)
+
+            candidates = itertools.product(range(n), repeat=length)
+            best = max((s for s in candidates if valid(s)), key=total)
+            assert tuple(bio_viterbi(scores, inside, opener, prior)) == best, (labels, scores)
+
+
+def test_a_transition_prior_can_overrule_the_scores() -> None:
+    """The prior is weighed against the scores: strong enough, it decides the labels."""
+    text = "John Smith"
+    pieces = ["John", "Smith"]
+    rows = [one_hot("B-PER", 0.6), one_hot("I-PER", 0.6)]
+    assert run(text, pieces, rows, "simple", decoding="viterbi") == [("PER", "John Smith", 0.6)]
+    only_o = np.full(len(LABELS), -20.0)
+    only_o[0] = 0.0
+    prior = TransitionPrior(only_o, np.tile(only_o, (len(LABELS), 1)))
+    scores = np.array(rows, dtype=np.float32)
+    flags = np.zeros(2, dtype=bool)
+    offsets = offsets_of(text, pieces)
+    assert decode(text, scores, offsets, flags, LABELS, "simple", "viterbi", prior) == []
+    # argmax ignores the prior.
+    assert len(decode(text, scores, offsets, flags, LABELS, "simple", "argmax", prior)) == 1
 
 
 def test_entity_word_is_the_callers_surface_not_the_tokens() -> None:

@@ -456,6 +456,44 @@ def test_a_tampered_artifact_is_refused(tiny_artifact_dir: Path, workdir: Path) 
         NerEngine.load(copy_dir)
 
 
+def test_the_manifest_transition_prior_steers_viterbi(
+    tiny_artifact_dir: Path, workdir: Path, engine: NerEngine
+) -> None:
+    n = len(engine.labels)
+    favour_o = [0.0] + [-30.0] * (n - 1)  # log-probabilities: only O ever happens
+    transitions = {"weight": 1.0, "start": favour_o, "matrix": [favour_o] * n}
+    prior_dir = _variant(tiny_artifact_dir, workdir / "prior", transitions=transitions)
+    steered = NerEngine.load(prior_dir)
+    assert sum(map(len, engine.predict(UNICODE_TEXTS))) > 0
+    assert steered.predict(UNICODE_TEXTS) == [[] for _ in UNICODE_TEXTS]
+    assert steered.predict(UNICODE_TEXTS, decoding="argmax") == engine.predict(
+        UNICODE_TEXTS, decoding="argmax"
+    )
+    off = {**transitions, "weight": 0.0}
+    unweighted = NerEngine.load(_variant(tiny_artifact_dir, workdir / "prior-off", transitions=off))
+    assert unweighted.predict(UNICODE_TEXTS) == engine.predict(UNICODE_TEXTS)
+
+
+@pytest.mark.parametrize(
+    "transitions",
+    [
+        {"weight": 1.0, "start": [0.0] * 3, "matrix": [[0.0] * 9] * 9},
+        {"weight": 1.0, "start": [0.0] * 9, "matrix": [[0.0] * 9] * 8},
+        {"weight": 1.0, "start": [0.0] * 9},
+        {"weight": -1.0, "start": [0.0] * 9, "matrix": [[0.0] * 9] * 9},
+        {"weight": 1.0, "start": [None] * 9, "matrix": [[0.0] * 9] * 9},
+        {"weight": "x", "start": [0.0] * 9, "matrix": [[0.0] * 9] * 9},
+        [1, 2],
+    ],
+)
+def test_malformed_transitions_are_refused(
+    tiny_artifact_dir: Path, tmp_path: Path, transitions: Any
+) -> None:
+    broken = _variant(tiny_artifact_dir, tmp_path / "model", transitions=transitions)
+    with pytest.raises(ArtifactError, match="transitions"):
+        NerEngine.load(broken)
+
+
 @pytest.mark.parametrize(
     ("error", "expected"),
     [

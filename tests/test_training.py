@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from seqeval.metrics import classification_report, f1_score
 
@@ -19,8 +20,10 @@ from nerkit.metrics import entity_confusion, entity_scores
 from nerkit.training.data import Example, load_examples
 from nerkit.training.encode import (
     IGNORE_INDEX,
+    EncodedSentence,
     document_windows,
     encode_examples,
+    label_transitions,
     length_batches,
     load_tokenizer,
 )
@@ -151,6 +154,24 @@ def test_document_windows_pack_sentences_of_one_document(
     assert sorted(id(w) for b in batches for w in b) == sorted(id(w) for w in small)
 
 
+def test_label_transitions_count_the_training_labels() -> None:
+    labels = ["O", "B-PER", "I-PER"]
+    sentences = [
+        EncodedSentence([1, 2, 3], [0, 0, 0], [1, 2, 0], [(0, 1), (2, 3), (4, 5)]),
+        EncodedSentence([4, 5], [0, 0], [0, 0], [(0, 1), (2, 3)]),
+        EncodedSentence([], [], [], []),
+    ]
+    got = label_transitions(sentences, len(labels), weight=0.5)
+    assert got["weight"] == 0.5
+    # Add-one smoothing: starts O 1+1, B-PER 1+1, I-PER 0+1 of 5.
+    assert np.exp(got["start"]) == pytest.approx([0.4, 0.4, 0.2], abs=1e-3)
+    # After B-PER: I-PER once (2 of 4 with smoothing); after O: O once (2 of 4).
+    matrix = np.exp(np.array(got["matrix"]))
+    assert matrix[1] == pytest.approx([0.25, 0.25, 0.5], abs=1e-3)
+    assert matrix[0] == pytest.approx([0.5, 0.25, 0.25], abs=1e-3)
+    assert matrix.sum(axis=1) == pytest.approx([1, 1, 1], abs=1e-3)
+
+
 def test_entity_scores_match_seqeval_conlleval_mode() -> None:
     rng = random.Random(7)
     tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG"]
@@ -248,6 +269,9 @@ def test_training_container_contract_end_to_end(
     assert set(manifest["metrics"]) >= {"validation", "validation_fp32", "test", "history"}
     assert len(manifest["metrics"]["history"]) == 2
     assert manifest["hyperparameters"]["epochs"] == "2.0"
+    transitions = manifest["transitions"]
+    assert transitions["weight"] == 0.5 and len(transitions["start"]) == 9
+    assert [len(row) for row in transitions["matrix"]] == [9] * 9
     assert "MODEL_CARD.md" in manifest["files"]
     assert (tmp_path / "checkpoints" / "checkpoint.pt").is_file()
     for extra in ("metrics.json", "training_curve.png", "confusion_matrix.png"):

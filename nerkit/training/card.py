@@ -26,6 +26,16 @@ def write_card(
     return [card_dir / CARD, card_dir / CURVE_PNG, card_dir / CONFUSION_PNG]
 
 
+def _decoding(manifest: dict[str, Any]) -> str:
+    transitions = manifest.get("transitions")
+    if not transitions:
+        return "viterbi (valid BIO sequences)"
+    return (
+        "viterbi (valid BIO sequences) with the training data's label transitions, "
+        f"weight {transitions['weight']}"
+    )
+
+
 def render(manifest: dict[str, Any], confusion: dict[str, dict[str, int]]) -> str:
     metrics = manifest["metrics"]
     hp = manifest.get("hyperparameters", {})
@@ -37,6 +47,7 @@ def render(manifest: dict[str, Any], confusion: dict[str, dict[str, int]]) -> st
         f"- Casing features: {manifest.get('casing') or 'none'}; "
         f"max sequence length {manifest['max_seq_length']} tokens",
         f"- Served weights: ONNX, quantization `{manifest.get('quantization', 'none')}`",
+        f"- Decoding (API default): {_decoding(manifest)}",
         f"- Created: {manifest.get('created_at', '')}; training took "
         f"{manifest.get('training', {}).get('seconds', '?')} s on "
         f"{manifest.get('training', {}).get('hardware', '?')}",

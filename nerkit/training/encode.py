@@ -12,7 +12,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from tokenizers import Tokenizer
 
 from nerkit.features import casing_ids
@@ -74,6 +76,28 @@ def encode_examples(
             )
         )
     return sentences
+
+
+def label_transitions(
+    sentences: Sequence[EncodedSentence], n_labels: int, weight: float
+) -> dict[str, Any]:
+    """How often each label starts a sentence and follows each other, token by token.
+
+    Add-one smoothed natural-log probabilities, in the manifest's ``transitions`` form; the
+    serving engine's viterbi decoding adds them, times ``weight``, to the model's scores.
+    """
+    start = np.ones(n_labels)
+    matrix = np.ones((n_labels, n_labels))
+    for sentence in sentences:
+        labels = sentence.label_ids
+        if labels:
+            start[labels[0]] += 1
+            np.add.at(matrix, (labels[:-1], labels[1:]), 1)
+    return {
+        "weight": weight,
+        "start": np.log(start / start.sum()).round(4).tolist(),
+        "matrix": np.log(matrix / matrix.sum(axis=1, keepdims=True)).round(4).tolist(),
+    }
 
 
 def document_windows(

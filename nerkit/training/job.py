@@ -312,6 +312,7 @@ def export_and_verify(
         "do_lower_case": True,
         "casing": CASING_SCHEME if hp.casing else None,
         "quantization": "none",
+        "transitions": result.transitions,
         "metrics": {},
     }
 
@@ -391,6 +392,7 @@ def build_manifest(
         "do_lower_case": True,
         "casing": CASING_SCHEME if hp.casing else None,
         "quantization": quantization,
+        "transitions": result.transitions,
         "metrics": {
             **served,
             "evaluation": "entity-level micro P/R/F1 on raw text through nerkit.engine "

@@ -29,6 +29,7 @@ from nerkit.training.encode import (
     Window,
     document_windows,
     encode_examples,
+    label_transitions,
     length_batches,
     special_ids,
 )
@@ -51,6 +52,8 @@ class Hyperparameters:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     label_smoothing: float = 0.0
+    # Weight of the training data's label-bigram statistics in viterbi decoding (0: none).
+    transition_weight: float = 0.5
     dropout: float = 0.1
     max_seq_length: int = 128
     casing: bool = True
@@ -98,6 +101,7 @@ class Hyperparameters:
             "warmup_ratio must be in [0, 1)": 0 <= self.warmup_ratio < 1,
             "quantize must be int8 or none": self.quantize in ("int8", "none"),
             "label_smoothing must be in [0, 1)": 0 <= self.label_smoothing < 1,
+            "transition_weight must be >= 0": self.transition_weight >= 0,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
@@ -124,6 +128,7 @@ class EpochRecord:
 class TrainResult:
     model: TokenClassifier
     labels: list[str]
+    transitions: dict[str, Any] | None = None  # the manifest's, see label_transitions
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
     train_seconds: float = 0.0
@@ -267,6 +272,8 @@ def train(
     loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX, label_smoothing=hp.label_smoothing)
 
     result = TrainResult(model=model, labels=labels)
+    if hp.transition_weight > 0:
+        result.transitions = label_transitions(train_sentences, len(labels), hp.transition_weight)
     state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_weights": None}
     checkpointed = _Checkpointed(model, optimizer, scheduler, rng, state, result)
     if checkpoint_dir is not None:

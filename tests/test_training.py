@@ -289,6 +289,16 @@ def test_training_container_contract_end_to_end(
     rerun = _run_train(tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resumed from" in rerun.stderr
+    assert len(artifact.verify(tmp_path / "model")["metrics"]["history"]) == 2
+
+    # More epochs over the same checkpoints extend the finished run by the difference.
+    config = tmp_path / "input" / "config" / "hyperparameters.json"
+    config.write_text(json.dumps({**hyperparameters, "epochs": "3"}))
+    extended = _run_train(tmp_path)
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    assert "at epoch 2" in extended.stderr
+    history = artifact.verify(tmp_path / "model")["metrics"]["history"]
+    assert [record["epoch"] for record in history] == [1, 2, 3]
 
 
 def test_training_failure_writes_the_reason(tmp_path: Path, conll_file: Path) -> None:

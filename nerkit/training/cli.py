@@ -33,7 +33,7 @@ CONLL_DIR = REPO.parent / "shared" / "datasets" / "conll2003"
 # The default English model's recipe (see models/default/MODEL_CARD.md for its results).
 DEFAULT_HYPERPARAMETERS = {
     "name": "conll03-en",
-    "epochs": "4",
+    "epochs": "7",
     "learning_rate": "1e-4",
     "batch_size": "16",
     "max_seq_length": "128",

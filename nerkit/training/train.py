@@ -233,6 +233,9 @@ def train(
 
     With ``checkpoint_dir`` the run saves its full state after every epoch and resumes from
     it when restarted (a SageMaker spot interruption restarts the job in the same place).
+    Restarted with more ``epochs``, a finished run goes on for the difference: the learning
+    rate schedule is re-sized to the new total, so it rises again (to where the longer
+    schedule would be) and decays to zero over the added epochs.
     """
     seed_everything(hp.seed)
     if hp.threads:

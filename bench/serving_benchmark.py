@@ -12,7 +12,10 @@ Every measurement runs in a fresh subprocess pinned to one core with one intra-o
 neither side profits from the other's imports, caches or threads. Measured: cold start
 (process spawn -> first answer, split into interpreter start, imports, load, first
 inference), warm single-sentence latency on real CoNLL-2003 test sentences, batch
-throughput and peak RSS. The script only prints numbers; it asserts nothing about them.
+throughput and peak RSS. Ours is also timed through the Lambda handler (an API Gateway REST
+event in, Mangum, FastAPI, the engine, the JSON response and its log line out): the warm
+request duration that docs/DEPLOY.md's cost model uses. The script only prints numbers; it
+asserts nothing about them.
 
     .venv/bin/python bench/serving_benchmark.py                      # full run
     .venv/bin/python bench/serving_benchmark.py --cold-runs 2 --iterations 50 --batches 2
@@ -156,10 +159,79 @@ def load_baseline(spec: dict[str, Any], scratch: Path) -> Runner:
     return Runner(one=pipe, many=lambda texts: pipe(texts, batch_size=INNER_BATCH))
 
 
-IMPORTERS: dict[str, Callable[[], None]] = {"ours": import_ours, "baseline": import_baseline}
+def import_handler() -> None:
+    import_ours()
+    import fastapi  # noqa: F401
+    import mangum  # noqa: F401
+
+
+def load_handler(spec: dict[str, Any], scratch: Path) -> Runner:
+    """lambda/handler.py as Lambda runs it: the app reads MODEL_URI from the environment."""
+    import importlib.util
+
+    os.environ["MODEL_URI"] = spec["model"]
+    os.environ["MODEL_CACHE_DIR"] = str(scratch / "cache")
+    module_spec = importlib.util.spec_from_file_location("handler", REPO / "lambda" / "handler.py")
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    context = LambdaContext()
+
+    def one(text: str) -> Any:
+        response = module.handler(rest_event({"text": text}), context)
+        if response["statusCode"] != 200:
+            raise RuntimeError(f"handler answered {response['statusCode']}: {response['body']}")
+        return json.loads(response["body"])["entities"]
+
+    return Runner(one=one, many=lambda texts: module.handler(rest_event({"texts": texts}), context))
+
+
+class LambdaContext:
+    """What the app reads of awslambdaric's context object."""
+
+    aws_request_id = "00000000-0000-4000-8000-000000000000"
+    function_name = "nerkit-bench"
+    memory_limit_in_mb = 1769
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000
+
+
+def rest_event(body: dict[str, Any]) -> dict[str, Any]:
+    """An API Gateway REST (v1) proxy event for POST /v1/entities on stage prod."""
+    headers = {"content-type": "application/json", "x-api-key": "bench"}
+    return {
+        "resource": "/{proxy+}",
+        "path": "/v1/entities",
+        "httpMethod": "POST",
+        "headers": headers,
+        "multiValueHeaders": {name: [value] for name, value in headers.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": {"proxy": "v1/entities"},
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": "/{proxy+}",
+            "httpMethod": "POST",
+            "path": "/prod/v1/entities",
+            "stage": "prod",
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+            "identity": {"sourceIp": "192.0.2.10"},
+        },
+        "body": json.dumps(body),
+        "isBase64Encoded": False,
+    }
+
+
+IMPORTERS: dict[str, Callable[[], None]] = {
+    "ours": import_ours,
+    "baseline": import_baseline,
+    "handler": import_handler,
+}
 LOADERS: dict[str, Callable[[dict[str, Any], Path], Runner]] = {
     "ours": load_ours,
     "baseline": load_baseline,
+    "handler": load_handler,
 }
 
 
@@ -462,6 +534,10 @@ def run_benchmark(
             "latency": latency,
             "throughput": throughput,
         }
+    progress("warm latency: ours through the Lambda handler")
+    handler = {**base_specs["ours"], **common, "engine": "handler", "texts": load.texts}
+    handler.update(typical_text=load.typical_text, repeats=args.iterations)
+    results["handler"] = {"latency": run_worker({**handler, "measurement": "latency"}, work)}
     return results
 
 
@@ -604,6 +680,15 @@ def render_report(
             ".0f",
             ratio("throughput", "rss_mib", "memory"),
         ),
+        "",
+        "Ours through the Lambda handler (REST event -> Mangum -> FastAPI -> engine -> JSON "
+        "response and request log line), one sentence per invocation: "
+        + ", ".join(
+            f"{name} {results['handler']['latency'][key]:.2f} ms"
+            for name, key in (("p50", "p50_ms"), ("p95", "p95_ms"), ("mean", "mean_ms"))
+        )
+        + f"; {TYPICAL_WORDS}-word sentence p50 "
+        f"{results['handler']['latency']['typical_p50_ms']:.2f} ms.",
         "",
         "Heavy modules imported in the serving process: "
         + "; ".join(

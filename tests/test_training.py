@@ -437,3 +437,26 @@ def test_cli_evaluates_an_artifact_with_each_decoding(
         cli.main([*args, "--decoding", "beam"])
     assert refused.value.code == 2
     assert "invalid choice: 'beam'" in capsys.readouterr().err
+
+
+def test_train_default_runs_its_stages_in_one_work_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nerkit.training import cli
+
+    runs: list[tuple[Path, dict[str, str]]] = []
+
+    def record(work: Path, channels: Any, hyperparameters: dict[str, str], out: Path) -> Path:
+        runs.append((work, hyperparameters))
+        return out / "model.tar.gz"
+
+    monkeypatch.setattr(cli, "run_local_job", record)
+    base = ["train-default", "--data", str(tmp_path), "--work", str(tmp_path / "w")]
+    assert cli.main([*base, "--hp", "seed=1"]) == 0
+    assert [hp["epochs"] for _, hp in runs] == list(cli.DEFAULT_EPOCH_STAGES)
+    assert {work for work, _ in runs} == {tmp_path / "w"}
+    assert all(hp["seed"] == "1" and hp["name"] == "conll03-en" for _, hp in runs)
+    runs.clear()
+    assert cli.main([*base, "--hp", "epochs=2"]) == 0
+    assert [hp["epochs"] for _, hp in runs] == ["2"]
+    capsys.readouterr()

@@ -33,7 +33,6 @@ CONLL_DIR = REPO.parent / "shared" / "datasets" / "conll2003"
 # The default English model's recipe (see models/default/MODEL_CARD.md for its results).
 DEFAULT_HYPERPARAMETERS = {
     "name": "conll03-en",
-    "epochs": "7",
     "learning_rate": "1e-4",
     "batch_size": "16",
     "max_seq_length": "128",
@@ -41,6 +40,10 @@ DEFAULT_HYPERPARAMETERS = {
     "context": "true",
     "seed": "13",
 }
+# Trained in stages: each resumes the previous stage's checkpoints with more epochs, which
+# re-sizes the learning-rate schedule, so the rate rises again and decays to zero by the
+# stage's end (warm restarts). Validation F1 after each: 0.916, 0.925, see the card.
+DEFAULT_EPOCH_STAGES = ("4", "7", "12")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,11 +110,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_default(args: argparse.Namespace) -> int:
-    """Train on CoNLL-2003 and replace models/default/ in place (artifact, card, plots)."""
+    """Train on CoNLL-2003 and replace models/default/ in place (artifact, card, plots).
+
+    Runs ``DEFAULT_EPOCH_STAGES`` one after the other in ``--work`` (stages already done
+    there are not trained again), or one run when ``--hp epochs=N`` is given.
+    """
     channels = {name: str(args.data / f"{name}.txt") for name in ("train", "test")}
     channels["validation"] = str(args.data / "valid.txt")
-    hyperparameters = {**DEFAULT_HYPERPARAMETERS, **_parse_hp(args.hp)}
-    tar_path = run_local_job(args.work, channels, hyperparameters, DEFAULT_MODEL_DIR)
+    overrides = _parse_hp(args.hp)
+    stages = [overrides["epochs"]] if "epochs" in overrides else DEFAULT_EPOCH_STAGES
+    for epochs in stages:
+        hyperparameters = {**DEFAULT_HYPERPARAMETERS, **overrides, "epochs": epochs}
+        tar_path = run_local_job(args.work, channels, hyperparameters, DEFAULT_MODEL_DIR)
     print(json.dumps({"model": str(tar_path)}))
     return 0
 

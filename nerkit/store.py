@@ -60,8 +60,8 @@ CACHE_MARKER = ".tarball-sha256"
 # A tarball larger than extract() accepts is refused before it fills the disk, not after.
 MAX_DOWNLOAD_BYTES = DEFAULT_MAX_EXTRACT_BYTES
 
-# Versions become S3 key segments and local directory names: no separators, no leading dot.
 _DOWNLOAD_PREFIX = ".download-"
+# Versions become S3 key segments and local directory names: no separators, no leading dot.
 _VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _MISSING_OBJECT = {"NoSuchKey", "404", "NotFound"}

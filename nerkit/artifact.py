@@ -24,6 +24,8 @@ REQUIRED_FILES = ("model.onnx", "tokenizer.json")
 REQUIRED_KEYS = ("format_version", "name", "version", "labels", "max_seq_length", "files")
 # A MiniLM int8 artifact is ~25 MB; 2 GiB leaves room for large models and stops tar bombs.
 DEFAULT_MAX_EXTRACT_BYTES = 2 << 30
+# Extraction stages into "<dest>.partial-<random>" next to dest, then renames it into place.
+STAGING_MARK = ".partial-"
 
 
 class ArtifactError(Exception):
@@ -112,7 +114,7 @@ def extract(
     if not tar_path.is_file():
         raise ArtifactError(f"artifact not found: {tar_path}")
     # A unique staging name: two processes extracting into the same cache must not share it.
-    staging = Path(tempfile.mkdtemp(prefix=dest.name + ".partial-", dir=dest.parent))
+    staging = Path(tempfile.mkdtemp(prefix=dest.name + STAGING_MARK, dir=dest.parent))
     try:
         try:
             with tarfile.open(tar_path, mode="r:gz") as tar:

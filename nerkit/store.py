@@ -43,6 +43,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from nerkit.artifact import (
     DEFAULT_MAX_EXTRACT_BYTES,
     MANIFEST,
+    STAGING_MARK,
     ArtifactError,
     extract,
     sha256_file,
@@ -499,7 +500,7 @@ def prune_cache(cache_dir: Path, keep: Collection[Path]) -> list[Path]:
 
 
 def _is_temp(entry: Path) -> bool:
-    return entry.name.startswith(_DOWNLOAD_PREFIX) or ".partial-" in entry.name
+    return entry.name.startswith(_DOWNLOAD_PREFIX) or STAGING_MARK in entry.name
 
 
 # -- helpers ------------------------------------------------------------------------------

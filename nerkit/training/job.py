@@ -149,7 +149,6 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
         manifest = build_manifest(
             hp,
             base_dir,
-            labels,
             quantization,
             served,
             result,
@@ -307,12 +306,8 @@ def export_and_verify(
     base_manifest = {
         "name": hp.name,
         "version": "candidate",
-        "labels": result.labels,
-        "max_seq_length": hp.max_seq_length,
-        "do_lower_case": True,
-        "casing": CASING_SCHEME if hp.casing else None,
+        **serving_fields(hp, result),
         "quantization": "none",
-        "transitions": result.transitions,
         "metrics": {},
     }
 
@@ -365,10 +360,20 @@ def export_and_verify(
     return chosen_dir, chosen, served, confusion
 
 
+def serving_fields(hp: Any, result: Any) -> dict[str, Any]:
+    """The manifest fields the serving engine reads to run the model."""
+    return {
+        "labels": result.labels,
+        "max_seq_length": hp.max_seq_length,
+        "do_lower_case": True,
+        "casing": CASING_SCHEME if hp.casing else None,
+        "transitions": result.transitions,
+    }
+
+
 def build_manifest(
     hp: Any,
     base_dir: Path,
-    labels: list[str],
     quantization: str,
     served: dict[str, Any],
     result: Any,
@@ -387,12 +392,8 @@ def build_manifest(
         f"{fingerprint(data['train'])[:4]}",
         "created_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "base_model": base,
-        "labels": labels,
-        "max_seq_length": hp.max_seq_length,
-        "do_lower_case": True,
-        "casing": CASING_SCHEME if hp.casing else None,
+        **serving_fields(hp, result),
         "quantization": quantization,
-        "transitions": result.transitions,
         "metrics": {
             **served,
             "evaluation": "entity-level micro P/R/F1 on raw text through nerkit.engine "

@@ -40,10 +40,10 @@ nearly all input is) is not affected.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -164,12 +164,36 @@ def decode(
         return []
     table = _label_table(tuple(labels))
     if decoding == "viterbi":
-        scores = _only_path(scores, bio_viterbi(scores, table.inside, table.opener, prior))
+        scores = _only_path(scores, best_path(scores, labels, prior))
     if aggregation == "simple":
         units = _token_units(scores, offsets)
     else:
         units = _word_units(scores, offsets, is_subword, aggregation)
     return _group(text, units, table)
+
+
+def transition_prior(transitions: Mapping[str, Any], n_labels: int) -> TransitionPrior:
+    """The ``TransitionPrior`` of a manifest's ``transitions`` (``weight``, ``start``,
+    ``matrix``), weighted; ``ValueError`` when they are malformed."""
+    try:
+        weight = float(transitions["weight"])
+        start = np.array(transitions["start"], dtype=np.float64)
+        matrix = np.array(transitions["matrix"], dtype=np.float64)
+    except (TypeError, KeyError, ValueError):
+        raise ValueError("transitions need weight, start and matrix") from None
+    if start.shape != (n_labels,) or matrix.shape != (n_labels, n_labels):
+        raise ValueError(f"transitions must be {n_labels} start and {n_labels}x{n_labels} values")
+    if not (np.isfinite(start).all() and np.isfinite(matrix).all() and weight >= 0):
+        raise ValueError("transitions must be finite, with a weight >= 0")
+    return TransitionPrior(weight * start, weight * matrix)
+
+
+def best_path(
+    scores: np.ndarray, labels: Sequence[str], prior: TransitionPrior | None = None
+) -> np.ndarray:
+    """The label indices ``viterbi`` decoding chooses for ``scores`` (``[units, labels]``)."""
+    table = _label_table(tuple(labels))
+    return bio_viterbi(scores, table.inside, table.opener, prior)
 
 
 def bio_viterbi(

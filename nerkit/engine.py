@@ -29,6 +29,7 @@ from nerkit.decoding import (
     entity_group_name,
     softmax,
     subword_flags,
+    transition_prior,
 )
 from nerkit.features import CASING_SCHEME, casing_ids
 
@@ -460,20 +461,12 @@ def _transition_prior(manifest: dict[str, Any]) -> TransitionPrior | None:
     transitions = manifest.get("transitions")
     if transitions is None:
         return None
-    n_labels = len(manifest["labels"])
+    if not isinstance(transitions, dict):
+        raise ArtifactError("manifest transitions need weight, start and matrix")
     try:
-        weight = float(transitions["weight"])
-        start = np.array(transitions["start"], dtype=np.float64)
-        matrix = np.array(transitions["matrix"], dtype=np.float64)
-    except (TypeError, KeyError, ValueError):
-        raise ArtifactError("manifest transitions need weight, start and matrix") from None
-    if start.shape != (n_labels,) or matrix.shape != (n_labels, n_labels):
-        raise ArtifactError(
-            f"manifest transitions must be {n_labels} start and {n_labels}x{n_labels} values"
-        )
-    if not (np.isfinite(start).all() and np.isfinite(matrix).all() and weight >= 0):
-        raise ArtifactError("manifest transitions must be finite, with a weight >= 0")
-    return TransitionPrior(weight * start, weight * matrix)
+        return transition_prior(transitions, len(manifest["labels"]))
+    except ValueError as exc:
+        raise ArtifactError(f"manifest {exc}") from None
 
 
 def _check_output(session: ort.InferenceSession, num_labels: int) -> None:

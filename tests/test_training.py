@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from seqeval.metrics import classification_report, f1_score
 
 from nerkit import artifact
+from nerkit.decoding import TransitionPrior
 from nerkit.labels import Span, bio_labels, spans_to_tags, tags_to_spans
 from nerkit.metrics import entity_confusion, entity_scores
 from nerkit.training.data import Example, load_examples
@@ -28,7 +30,7 @@ from nerkit.training.encode import (
     load_tokenizer,
 )
 from nerkit.training.job import engine_scores, join_documents, write_fast_tokenizer
-from nerkit.training.train import Hyperparameters
+from nerkit.training.train import Hyperparameters, predict_spans
 
 REPO = Path(__file__).resolve().parents[1]
 CONLL = """-DOCSTART- -X- -X- O
@@ -170,6 +172,57 @@ def test_label_transitions_count_the_training_labels() -> None:
     assert matrix[1] == pytest.approx([0.25, 0.25, 0.5], abs=1e-3)
     assert matrix[0] == pytest.approx([0.5, 0.25, 0.25], abs=1e-3)
     assert matrix.sum(axis=1) == pytest.approx([1, 1, 1], abs=1e-3)
+
+
+class _FixedScores(torch.nn.Module):
+    """A token classifier whose first content token favours B-PER and every later one
+    I-LOC, then I-PER, then B-LOC: argmax gives a mistyped fragment, viterbi one PER."""
+
+    def __init__(self, labels: list[str]) -> None:
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+        self.first = torch.full((len(labels),), -5.0)
+        self.first[labels.index("B-PER")] = 5.0
+        self.rest = torch.full((len(labels),), -5.0)
+        self.rest[labels.index("I-LOC")] = 5.0
+        self.rest[labels.index("I-PER")] = 4.0
+        self.rest[labels.index("B-LOC")] = 0.0
+
+    def forward(self, input_ids: torch.Tensor, *_: torch.Tensor) -> torch.Tensor:
+        logits = self.rest.repeat(*input_ids.shape, 1)
+        logits[:, 1] = self.first  # position 0 is [CLS]
+        return logits
+
+
+def test_epoch_selection_scores_the_served_decoding(conll_file: Path, tokenizer_json: Path) -> None:
+    example = next(ex for ex in load_examples(conll_file) if ex.text == "Peter Blackburn")
+    tokenizer = load_tokenizer(tokenizer_json)
+    labels = bio_labels(["LOC", "MISC", "ORG", "PER"])
+    encoded = encode_examples(tokenizer, [example], {label: i for i, label in enumerate(labels)})
+    predicted = predict_spans(
+        _FixedScores(labels),
+        [example],
+        encoded,
+        tokenizer,
+        labels,
+        max_seq_length=32,
+        batch_size=4,
+    )
+    assert predicted == [[Span(0, len(example.text), "PER")]]
+    # A prior that forbids continuing an entity: "Blackburn" becomes its next best, B-LOC.
+    no_inside = np.where([label.startswith("I-") for label in labels], -50.0, 0.0)
+    prior = TransitionPrior(np.zeros(len(labels)), np.tile(no_inside, (len(labels), 1)))
+    predicted = predict_spans(
+        _FixedScores(labels),
+        [example],
+        encoded,
+        tokenizer,
+        labels,
+        max_seq_length=32,
+        batch_size=4,
+        prior=prior,
+    )
+    assert predicted == [[Span(0, 5, "PER"), Span(6, len(example.text), "LOC")]]
 
 
 def test_entity_scores_match_seqeval_conlleval_mode() -> None:

@@ -88,7 +88,7 @@ def render(manifest: dict[str, Any], confusion: dict[str, dict[str, int]]) -> st
         "",
         f"Training curve: ![training curve]({CURVE_PNG})",
         "",
-        "| epoch | train loss | validation F1 (torch) |",
+        "| epoch | train loss | validation F1 (torch, viterbi) |",
         "|---|---|---|",
         *[
             f"| {h['epoch']} | {h['train_loss']:.4f} | {h['validation_f1']:.4f} |"

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from nerkit.decoding import TransitionPrior, best_path, transition_prior
 from nerkit.labels import Span, tags_to_spans
 from nerkit.metrics import entity_scores
 from nerkit.training.data import Example
@@ -171,20 +172,25 @@ def predict_spans(
     *,
     max_seq_length: int,
     batch_size: int,
+    prior: TransitionPrior | None = None,
 ) -> list[list[Span]]:
-    """Sentence-by-sentence predictions of the torch model, chunked as BIO spans."""
+    """Sentence-by-sentence predictions of the torch model, as BIO spans.
+
+    Labels are chosen as the serving engine's default ``viterbi`` decoding chooses them
+    (valid BIO, with ``prior`` when given), so the epoch kept is the best one as served.
+    """
     windows = document_windows(examples, sentences, tokenizer, max_seq_length, context=False)
     _, _, pad_id = special_ids(tokenizer)
-    window_labels: list[list[int]] = []
+    window_probs: list[np.ndarray] = []
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(windows), batch_size):
             batch = windows[start : start + batch_size]
             tensors = to_tensors(batch, pad_id, next(model.parameters()).device)
             logits = model(tensors["input_ids"], tensors["attention_mask"], tensors["casing_ids"])
-            best = logits.argmax(-1).tolist()
-            window_labels += [
-                row[1 : len(w.input_ids) - 1] for row, w in zip(best, batch, strict=True)
+            probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            window_probs += [
+                row[1 : len(w.input_ids) - 1] for row, w in zip(probs, batch, strict=True)
             ]
     # Without context each sentence is max(1, ceil(n / budget)) consecutive windows.
     budget = max_seq_length - 2
@@ -192,9 +198,10 @@ def predict_spans(
     cursor = 0
     for sentence in sentences:
         n_windows = max(1, math.ceil(len(sentence.input_ids) / budget))
-        ids = [i for row in window_labels[cursor : cursor + n_windows] for i in row]
+        probs = np.concatenate(window_probs[cursor : cursor + n_windows])
         cursor += n_windows
-        predictions.append(tags_to_spans([labels[i] for i in ids], sentence.offsets))
+        path = best_path(probs, labels, prior) if len(probs) else []
+        predictions.append(tags_to_spans([labels[i] for i in path], sentence.offsets))
     return predictions
 
 
@@ -205,6 +212,7 @@ def evaluate(
     tokenizer: Any,
     labels: Sequence[str],
     hp: Hyperparameters,
+    prior: TransitionPrior | None = None,
 ) -> dict[str, Any]:
     predicted = predict_spans(
         model,
@@ -214,6 +222,7 @@ def evaluate(
         labels,
         max_seq_length=hp.max_seq_length,
         batch_size=hp.eval_batch_size,
+        prior=prior,
     )
     return entity_scores([ex.spans for ex in examples], predicted)
 
@@ -275,8 +284,10 @@ def train(
     loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX, label_smoothing=hp.label_smoothing)
 
     result = TrainResult(model=model, labels=labels)
+    prior = None
     if hp.transition_weight > 0:
         result.transitions = label_transitions(train_sentences, len(labels), hp.transition_weight)
+        prior = transition_prior(result.transitions, len(labels))
     state = {"epoch": 0, "step": 0, "best_f1": -1.0, "best_weights": None}
     checkpointed = _Checkpointed(model, optimizer, scheduler, rng, state, result)
     if checkpoint_dir is not None:
@@ -323,7 +334,7 @@ def train(
                     total_steps,
                     float(np.mean(losses[-LOG_EVERY:])),
                 )
-        scores = evaluate(model, validation_examples, val_sentences, tokenizer, labels, hp)
+        scores = evaluate(model, validation_examples, val_sentences, tokenizer, labels, hp, prior)
         record = EpochRecord(
             epoch=epoch,
             step=step,

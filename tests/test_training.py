@@ -199,30 +199,24 @@ def test_epoch_selection_scores_the_served_decoding(conll_file: Path, tokenizer_
     tokenizer = load_tokenizer(tokenizer_json)
     labels = bio_labels(["LOC", "MISC", "ORG", "PER"])
     encoded = encode_examples(tokenizer, [example], {label: i for i, label in enumerate(labels)})
-    predicted = predict_spans(
-        _FixedScores(labels),
-        [example],
-        encoded,
-        tokenizer,
-        labels,
-        max_seq_length=32,
-        batch_size=4,
-    )
-    assert predicted == [[Span(0, len(example.text), "PER")]]
+
+    def predict(prior: TransitionPrior | None = None) -> list[list[Span]]:
+        return predict_spans(
+            _FixedScores(labels),
+            [example],
+            encoded,
+            tokenizer,
+            labels,
+            max_seq_length=32,
+            batch_size=4,
+            prior=prior,
+        )
+
+    assert predict() == [[Span(0, len(example.text), "PER")]]
     # A prior that forbids continuing an entity: "Blackburn" becomes its next best, B-LOC.
     no_inside = np.where([label.startswith("I-") for label in labels], -50.0, 0.0)
     prior = TransitionPrior(np.zeros(len(labels)), np.tile(no_inside, (len(labels), 1)))
-    predicted = predict_spans(
-        _FixedScores(labels),
-        [example],
-        encoded,
-        tokenizer,
-        labels,
-        max_seq_length=32,
-        batch_size=4,
-        prior=prior,
-    )
-    assert predicted == [[Span(0, 5, "PER"), Span(6, len(example.text), "LOC")]]
+    assert predict(prior) == [[Span(0, 5, "PER"), Span(6, len(example.text), "LOC")]]
 
 
 def test_entity_scores_match_seqeval_conlleval_mode() -> None:

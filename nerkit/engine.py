@@ -461,8 +461,6 @@ def _transition_prior(manifest: dict[str, Any]) -> TransitionPrior | None:
     transitions = manifest.get("transitions")
     if transitions is None:
         return None
-    if not isinstance(transitions, dict):
-        raise ArtifactError("manifest transitions need weight, start and matrix")
     try:
         return transition_prior(transitions, len(manifest["labels"]))
     except ValueError as exc:

@@ -164,7 +164,7 @@ def decode(
         return []
     table = _label_table(tuple(labels))
     if decoding == "viterbi":
-        scores = _only_path(scores, best_path(scores, labels, prior))
+        scores = _only_path(scores, bio_viterbi(scores, table.inside, table.opener, prior))
     if aggregation == "simple":
         units = _token_units(scores, offsets)
     else:
@@ -192,6 +192,8 @@ def best_path(
     scores: np.ndarray, labels: Sequence[str], prior: TransitionPrior | None = None
 ) -> np.ndarray:
     """The label indices ``viterbi`` decoding chooses for ``scores`` (``[units, labels]``)."""
+    if len(scores) == 0:
+        return np.empty(0, dtype=np.int64)
     table = _label_table(tuple(labels))
     return bio_viterbi(scores, table.inside, table.opener, prior)
 

@@ -10,6 +10,7 @@ import pytest
 from nerkit.decoding import (
     Entity,
     TransitionPrior,
+    best_path,
     bio_viterbi,
     decode,
     snap_span,
@@ -343,3 +344,10 @@ def test_softmax_is_stable_and_normalised() -> None:
     np.testing.assert_allclose(probabilities[0], [0.5, 0.5, 0.0], atol=1e-7)
     expected = np.exp([-10.0, -5.0, 0.0]) / np.exp([-10.0, -5.0, 0.0]).sum()
     np.testing.assert_allclose(probabilities[1], expected, rtol=1e-5)
+
+
+def test_best_path_of_no_units_is_empty() -> None:
+    prior = TransitionPrior(np.zeros(len(LABELS)), np.zeros((len(LABELS), len(LABELS))))
+    for with_prior in (None, prior):
+        path = best_path(np.empty((0, len(LABELS)), dtype=np.float32), LABELS, with_prior)
+        assert path.shape == (0,)

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from nerkit.decoding import TransitionPrior, best_path, transition_prior
+from nerkit.decoding import TransitionPrior, best_path, softmax, transition_prior
 from nerkit.labels import Span, tags_to_spans
 from nerkit.metrics import entity_scores
 from nerkit.training.data import Example
@@ -188,7 +188,7 @@ def predict_spans(
             batch = windows[start : start + batch_size]
             tensors = to_tensors(batch, pad_id, next(model.parameters()).device)
             logits = model(tensors["input_ids"], tensors["attention_mask"], tensors["casing_ids"])
-            probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            probs = softmax(logits.cpu().numpy())
             window_probs += [
                 row[1 : len(w.input_ids) - 1] for row, w in zip(probs, batch, strict=True)
             ]
@@ -200,7 +200,7 @@ def predict_spans(
         n_windows = max(1, math.ceil(len(sentence.input_ids) / budget))
         probs = np.concatenate(window_probs[cursor : cursor + n_windows])
         cursor += n_windows
-        path = best_path(probs, labels, prior) if len(probs) else []
+        path = best_path(probs, labels, prior)
         predictions.append(tags_to_spans([labels[i] for i in path], sentence.offsets))
     return predictions
 

@@ -464,7 +464,7 @@ def test_unreachable_endpoint(cache: Path) -> None:
         open_source("s3://bkt/models", Path(), s3=client).live()
 
 
-# -- resolve / live_version ---------------------------------------------------------------
+# -- model sources: open_source(...).fetch() and .live() ------------------------------
 
 
 def test_resolve_follows_live_for_a_prefix(s3: S3Client, cache: Path, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from nerkit.artifact import MANIFEST, sha256_file
 from nerkit.errors import (
     ArtifactError,
     ConfigError,
+    IntrinsicModelError,
     LiveConflict,
     ModelNotFound,
     StoreUnavailable,
@@ -452,6 +453,46 @@ def test_access_denied(cache: Path) -> None:
     )
     with stubber, pytest.raises(StoreUnavailable, match="access denied to s3://private/models/"):
         open_source("s3://private/models", cache, s3=client).fetch()
+
+
+@pytest.mark.parametrize(("listed", "live"), [([], None), (["models/LIVE-old"], None)])
+def test_a_denied_read_of_an_absent_live_is_no_live(listed: list[str], live: None) -> None:
+    """Roles that may list only under a prefix get 403 for a missing key: the store asks a
+    list of that key, and a list without it means "absent"."""
+    client = boto3.client("s3")
+    stubber = Stubber(client)
+    stubber.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
+    contents = [{"Key": key} for key in listed]
+    stubber.add_response(
+        "list_objects_v2",
+        {"Contents": contents, "KeyCount": len(contents)} if contents else {"KeyCount": 0},
+        {"Bucket": "private", "Prefix": "models/LIVE", "MaxKeys": 1},
+    )
+    with stubber:
+        assert ModelStore("private", "models", client).live() is live
+
+
+def test_a_denied_read_of_a_present_key_stays_denied() -> None:
+    client = boto3.client("s3")
+    stubber = Stubber(client)
+    stubber.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
+    stubber.add_response("list_objects_v2", {"Contents": [{"Key": "models/v1/manifest.json"}]})
+    with stubber, pytest.raises(StoreUnavailable, match="access denied"):
+        ModelStore("private", "models", client).manifest("v1")
+
+
+def test_transient_intrinsic_and_configuration_errors_are_apart(store: ModelStore) -> None:
+    assert not issubclass(StoreUnavailable, IntrinsicModelError)
+    assert issubclass(ArtifactError, IntrinsicModelError)
+    assert issubclass(ModelNotFound, IntrinsicModelError)
+    assert not issubclass(ConfigError, IntrinsicModelError)
+    for bad_uri in ("s3://b/models/x.tar.gz", "/tmp/model", "gs://b/models"):
+        with pytest.raises(ConfigError):
+            ModelStore.from_uri(bad_uri)
+    with pytest.raises(ConfigError, match="invalid model version"):
+        store.set_live("../escape")
+    with pytest.raises(ConfigError, match="unsupported model URI"):
+        open_source("https://example.com/model.tar.gz", Path())
 
 
 def test_unreachable_endpoint(cache: Path) -> None:

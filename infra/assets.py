@@ -28,19 +28,16 @@ _NEVER_IN_IMAGES = (
     ".ruff_cache",
 )
 
-# The gate Lambda runs on the managed Python runtime (boto3 included) and imports only the
-# artifact, store and publish (gate rule) modules: whitelist them instead of shipping
-# training or serving code.
+# The gate Lambda runs on the managed Python runtime (boto3 included) and imports
+# nerkit.pipeline, the gate rule (publish), the store and the artifact format: it gets the
+# nerkit package without the subpackages that need other runtimes, training (torch) and api
+# (FastAPI, ONNX Runtime). Folders, not a list of modules kept in step by hand.
 # Gitignore semantics: ignore every top-level entry, re-include nerkit/, then narrow it.
 GATE_CODE_PATTERNS = (
     "/*",
     "!/nerkit/",
-    "/nerkit/*",
-    "!/nerkit/__init__.py",
-    "!/nerkit/artifact.py",
-    "!/nerkit/store.py",
-    "!/nerkit/publish.py",
-    "!/nerkit/pipeline/",
+    "/nerkit/training/",
+    "/nerkit/api/",
     "__pycache__/",
     "*.pyc",
 )

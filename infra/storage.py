@@ -85,9 +85,9 @@ class Storage(Construct):
         acknowledge_wildcard(role, resource, f"{', '.join(actions)} on {prefix}/* only: {why}")
 
     def grant_list(self, role: iam.Role, *prefixes: str) -> None:
-        """Allow listing under ``prefixes`` only. S3 also consults ListBucket to answer a GET
-        or HEAD of a missing key with 404 instead of 403 (matching the key as ``s3:prefix``),
-        which is how the model store tells "no LIVE yet" from "access denied"."""
+        """Allow listing under ``prefixes`` only. A GET or HEAD carries no ``s3:prefix``, so
+        to these roles S3 answers a missing key 403, not 404; the model store tells "no LIVE
+        yet" from "access denied" by listing that one key, which this condition allows."""
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["s3:ListBucket"],

@@ -1,7 +1,8 @@
 """The model artifact: a directory (or its ``model.tar.gz``) with a manifest and checksums.
 
 See docs/ARCHITECTURE.md for the format. Everything that reads an artifact goes through
-``verify`` so a corrupt or tampered model is refused before it is loaded.
+``verify`` so a corrupt or tampered model is refused before it is loaded. Every fault of an
+artifact raises ``ArtifactError`` (``nerkit.errors``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from nerkit.errors import ArtifactError
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 REQUIRED_FILES = ("model.onnx", "tokenizer.json")
@@ -26,10 +29,6 @@ REQUIRED_KEYS = ("format_version", "name", "version", "labels", "max_seq_length"
 DEFAULT_MAX_EXTRACT_BYTES = 2 << 30
 # Extraction stages into "<dest>.partial-<random>" next to dest, then renames it into place.
 STAGING_MARK = ".partial-"
-
-
-class ArtifactError(Exception):
-    """The artifact is missing, corrupt or unsafe. The message is safe to show clients."""
 
 
 def sha256_file(path: Path) -> str:

@@ -182,7 +182,7 @@ class NerEngine:
         ``threads`` is ONNX Runtime's intra-op thread count; ``batch_size`` the most windows
         run together (default: 1 for dynamically quantized models, else 32; see
         ``_default_batch_size``); ``manifest`` a manifest the caller verified a moment ago
-        (``nerkit.store.resolve`` does), which skips hashing the files twice; ``stride`` the
+        (a model source's ``fetch`` does), which skips hashing the files twice; ``stride`` the
         overlap of consecutive windows of a long text (default: a quarter of a window, so
         each token keeps at least an eighth of a window of context on each side).
         """

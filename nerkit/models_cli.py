@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from nerkit.artifact import ArtifactError
+from nerkit.errors import ModelError
 from nerkit.publish import publish
 from nerkit.store import TARBALL, ModelStore
 
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _GateRefused as refused:
         print(json.dumps(refused.report, indent=2, sort_keys=True))
         return GATE_REFUSED
-    except ArtifactError as exc:
+    except ModelError as exc:
         print(json.dumps({"error": str(exc)}), file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, sort_keys=True))

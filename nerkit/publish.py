@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nerkit.artifact import ArtifactError
+from nerkit.errors import ArtifactError
 from nerkit.store import ModelStore, Pointer
 
 # The metric the gate reads: validation entity F1 of the served (quantized) artifact,

@@ -35,7 +35,7 @@ import boto3  # noqa: E402
 import uvicorn  # noqa: E402
 
 from nerkit.api.app import create_app  # noqa: E402
-from nerkit.artifact import ArtifactError  # noqa: E402
+from nerkit.errors import ModelError  # noqa: E402
 from nerkit.store import ModelStore  # noqa: E402
 
 DEFAULT_ARTIFACT = REPO_ROOT / "models" / "default" / "model.tar.gz"
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     except Shutdown as stop:
         print(f"Stopped ({stop}).", flush=True)
         return 0
-    except (StartupError, ArtifactError) as exc:
+    except (StartupError, ModelError) as exc:
         print(f"run_local: {exc}", file=sys.stderr, flush=True)
         return 1
 

@@ -2,7 +2,7 @@
 
 S3 is moto (in-process) where a LIVE pointer is needed; nothing else is mocked except the
 clock of the model holder, so refresh timing is deterministic, and, where a test is about the
-holder's decisions, the store functions it calls (wrapped to count calls, or faked).
+holder's decisions, the model source it calls (wrapped to count calls, or faked).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, get_args
 
@@ -26,10 +26,12 @@ from nerkit.api.headers import page_csp
 from nerkit.api.model import LOAD_RETRY_SECONDS, ModelHolder
 from nerkit.api.schemas import Aggregation, Decoding
 from nerkit.api.settings import Settings, SettingsError
-from nerkit.artifact import ArtifactError, pack, write_manifest
+from nerkit.artifact import pack, write_manifest
 from nerkit.decoding import AGGREGATIONS, DECODINGS
 from nerkit.engine import NerEngine
-from nerkit.store import LoadedArtifact, ModelStore, Pointer, StoreUnavailable, resolve
+from nerkit.errors import ArtifactError, StoreUnavailable
+from nerkit.store import LoadedArtifact, ModelStore, Pointer, open_source
+from nerkit.store import registry as registry_module
 
 TEXT = "Angela Merkel met Tim Cook of Apple in Berlin on Monday, then flew to Paris."
 # Accents, a combining mark, CJK, an emoji with a skin tone and a ZWJ family: offsets must
@@ -101,7 +103,7 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
 
 
 class Calls:
-    """Wraps a store function (``resolve``, ``live_pointer``) and records every call."""
+    """Wraps a model source's method (``live``, ``fetch``) and records every call."""
 
     def __init__(self, function: Any) -> None:
         self.function = function
@@ -113,6 +115,26 @@ class Calls:
 
     def __len__(self) -> int:
         return len(self.calls)
+
+
+class Source:
+    """The model source ``settings`` name, with its ``live`` and ``fetch`` recorded
+    (``checks``, ``loads``); a test may replace either function."""
+
+    def __init__(self, settings: Settings) -> None:
+        real = open_source(settings.model_uri, settings.model_cache_dir)
+        self.uri = real.uri
+        self.checks, self.loads = Calls(real.live), Calls(real.fetch)
+
+    def live(self) -> Pointer | None:
+        result: Pointer | None = self.checks()
+        return result
+
+    def fetch(
+        self, pointer: Pointer | None = None, *, keep: Collection[Path] | None = None
+    ) -> LoadedArtifact:
+        result: LoadedArtifact = self.loads(pointer, keep=keep)
+        return result
 
 
 def pointer(version: str, sha256: str = "0" * 64) -> Pointer:
@@ -230,16 +252,19 @@ def test_s3_failures_do_not_leak_bucket_names(aws_env: Any, settings: Settings) 
 
 
 def test_failed_first_load_is_retried_after_a_pause(settings: Settings) -> None:
-    calls: list[str] = []
+    calls: list[Pointer | None] = []
+    source = Source(settings)
+    real_fetch = source.loads.function
 
-    def flaky_resolve(uri: str, cache_dir: Path, **options: Any) -> LoadedArtifact:
-        calls.append(uri)
+    def flaky_fetch(pointer: Pointer | None, **options: Any) -> LoadedArtifact:
+        calls.append(pointer)
         if len(calls) == 1:
             raise OSError("disk full at /tmp/secret")
-        return resolve(uri, cache_dir, **options)
+        return real_fetch(pointer, **options)
 
+    source.loads.function = flaky_fetch
     clock = FakeClock()
-    holder = ModelHolder(settings, resolve=flaky_resolve, clock=clock)
+    holder = ModelHolder(settings, source=source, clock=clock)
     client = TestClient(create_app(settings, model=holder))
     response = client.get("/ready")
     error = assert_error(response, 503, "model_unavailable")
@@ -253,14 +278,17 @@ def test_failed_first_load_is_retried_after_a_pause(settings: Settings) -> None:
 
 
 def test_concurrent_first_requests_load_the_model_once(settings: Settings) -> None:
-    calls: list[str] = []
+    calls: list[Pointer | None] = []
+    source = Source(settings)
+    real_fetch = source.loads.function
 
-    def slow_resolve(uri: str, cache_dir: Path, **options: Any) -> LoadedArtifact:
-        calls.append(uri)
+    def slow_fetch(pointer: Pointer | None, **options: Any) -> LoadedArtifact:
+        calls.append(pointer)
         time.sleep(0.2)  # widens the window in which unsynchronised loads would overlap
-        return resolve(uri, cache_dir, **options)
+        return real_fetch(pointer, **options)
 
-    holder = ModelHolder(settings, resolve=slow_resolve)
+    source.loads.function = slow_fetch
+    holder = ModelHolder(settings, source=source)
     barrier = threading.Barrier(6)
     models: list[object] = []
 
@@ -289,16 +317,18 @@ def test_preload_loads_while_the_app_is_built(settings: Settings) -> None:
 
 
 def test_a_failed_preload_is_retried_by_the_first_request(settings: Settings) -> None:
-    calls = Calls(resolve)
+    source = Source(settings)
+    calls = Calls(source.loads.function)
     failing = [True]
 
-    def resolve_after_init(uri: str, cache_dir: Path, **options: Any) -> LoadedArtifact:
+    def fetch_after_init(pointer: Pointer | None, **options: Any) -> LoadedArtifact:
         if failing[0]:
             raise StoreUnavailable("S3 is slow during init")
-        return calls(uri, cache_dir, **options)
+        return calls(pointer, **options)
 
+    source.loads.function = fetch_after_init
     settings = settings.model_copy(update={"preload_model": True})
-    holder = ModelHolder(settings, resolve=resolve_after_init, clock=FakeClock())
+    holder = ModelHolder(settings, source=source, clock=FakeClock())
     app = create_app(settings, model=holder)  # does not raise
     assert holder.status().error == "store_unavailable"
     failing[0] = False
@@ -327,8 +357,9 @@ def test_refresh_swaps_to_a_new_live_version_and_keeps_the_old_one_when_broken(
     settings = settings.model_copy(
         update={"model_uri": MODEL_PREFIX, "model_refresh_seconds": 60.0}
     )
-    calls = Calls(resolve)
-    holder = ModelHolder(settings, resolve=calls, clock=clock)
+    source = Source(settings)
+    calls = source.loads
+    holder = ModelHolder(settings, source=source, clock=clock)
     client = TestClient(create_app(settings, model=holder))
     cache = settings.model_cache_dir
 
@@ -384,13 +415,16 @@ def test_refresh_loads_the_release_it_checked_even_if_live_moves_meanwhile(
         update={"model_uri": MODEL_PREFIX, "model_refresh_seconds": 60.0}
     )
     moves = [broken]
+    source = Source(settings)
+    real_fetch = source.loads.function
 
-    def live_moves_before_the_download(uri: str, cache_dir: Path, **kwargs: Any) -> Any:
+    def live_moves_before_the_download(pointer: Pointer | None, **kwargs: Any) -> Any:
         if moves:
             store.set_live(moves.pop())
-        return resolve(uri, cache_dir, **kwargs)
+        return real_fetch(pointer, **kwargs)
 
-    holder = ModelHolder(settings, resolve=live_moves_before_the_download, clock=clock)
+    source.loads.function = live_moves_before_the_download
+    holder = ModelHolder(settings, source=source, clock=clock)
     assert holder.get().version == "v1"  # LIVE was v1 when checked; v3 went live after
     store.set_live(store.upload(artifact_version(tiny_artifact_dir, tmp_path, "v2")))
     moves.append(broken)
@@ -439,9 +473,10 @@ def test_a_broken_first_release_is_not_downloaded_again(
     store.set_live(store.upload(broken))
     clock = FakeClock()
     settings = settings.model_copy(update={"model_uri": MODEL_PREFIX})
-    calls = Calls(resolve)
+    source = Source(settings)
+    calls = source.loads
     client = TestClient(
-        create_app(settings, model=ModelHolder(settings, resolve=calls, clock=clock))
+        create_app(settings, model=ModelHolder(settings, source=source, clock=clock))
     )
     for _ in range(3):
         error = assert_error(client.get("/ready"), 503, "model_unavailable")
@@ -455,25 +490,27 @@ def test_a_broken_first_release_is_not_downloaded_again(
 def fake_holder(
     settings: Settings, live: list[Any], clock: FakeClock, **options: Any
 ) -> tuple[ModelHolder, Calls, Calls]:
-    """A holder on an s3:// URI whose LIVE pointer is ``live[0]`` (a Pointer, or an exception
-    to raise) and whose resolve fails for versions named ``bad-*`` (as a broken artifact does)
+    """A holder whose source's LIVE pointer is ``live[0]`` (a Pointer, or an exception to
+    raise) and whose fetch fails for versions named ``bad-*`` (as a broken artifact does)
     and else loads the tiny artifact (version test-1)."""
+    source = Source(settings)
+    load_local = source.loads.function
 
-    def live_pointer(uri: str, **kwargs: Any) -> Pointer | None:
+    def live_pointer() -> Pointer | None:
         if isinstance(live[0], Exception):
             raise live[0]
         current: Pointer | None = live[0]
         return current
 
-    def load_tiny(uri: str, cache_dir: Path, **kwargs: Any) -> LoadedArtifact:
+    def load_tiny(pointer: Pointer | None, **kwargs: Any) -> LoadedArtifact:
         if live[0].version.startswith("bad-"):
+            uri = "s3://bucket/models"
             raise ArtifactError(f"checksum mismatch: {uri}/{live[0].version}/model.tar.gz")
-        return resolve(str(settings.model_uri), cache_dir, keep=kwargs["keep"])
+        return load_local(None, keep=kwargs["keep"])
 
-    checks, loads = Calls(live_pointer), Calls(load_tiny)
-    s3_settings = settings.model_copy(update={"model_uri": "s3://bucket/models"})
-    holder = ModelHolder(s3_settings, resolve=loads, live_pointer=checks, clock=clock, **options)
-    return holder, checks, loads
+    source.checks.function, source.loads.function = live_pointer, load_tiny
+    holder = ModelHolder(settings, source=source, clock=clock, **options)
+    return holder, source.checks, source.loads
 
 
 def test_refresh_error_clears_once_live_is_served_again(settings: Settings) -> None:
@@ -527,13 +564,13 @@ def test_store_trouble_is_retried_at_the_next_check(settings: Settings) -> None:
     live: list[Any] = [pointer("test-1")]
     holder, _, loads = fake_holder(settings, live, clock)
     holder.get()
-    real_resolve = loads.function
+    real_fetch = loads.function
     failing = [True]
 
-    def unreachable(uri: str, cache_dir: Path, **kwargs: Any) -> LoadedArtifact:
+    def unreachable(pointer: Pointer | None, **kwargs: Any) -> LoadedArtifact:
         if failing[0]:
             raise StoreUnavailable("cannot reach S3")
-        return real_resolve(uri, cache_dir, **kwargs)
+        return real_fetch(pointer, **kwargs)
 
     loads.function = unreachable
     live[0] = pointer("v2")
@@ -566,34 +603,38 @@ def test_live_is_checked_at_most_every_interval_even_when_the_check_fails(
     assert len(checks) == 3
 
 
-def test_one_s3_client_serves_every_check_and_load(settings: Settings) -> None:
-    clients: list[object] = []
-
-    def new_client() -> object:
-        clients.append(object())
-        return clients[-1]
-
+def test_one_s3_client_serves_every_check_and_load(
+    aws_env: Any,
+    settings: Settings,
+    tiny_artifact_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = ModelStore.from_uri(MODEL_PREFIX, aws_env)
+    store.set_live(store.upload(artifact_version(tiny_artifact_dir, tmp_path, "v1")))
+    clients = Calls(registry_module.new_s3_client)
+    monkeypatch.setattr(registry_module, "new_s3_client", clients)
     clock = FakeClock()
-    live: list[Any] = [pointer("test-1")]
-    holder, checks, loads = fake_holder(settings, live, clock, s3_client=new_client)
-    holder.get()
-    live[0] = pointer("bad-2")
+    settings = settings.model_copy(update={"model_uri": MODEL_PREFIX})
+    holder = ModelHolder(settings, clock=clock)
+    assert holder.get().version == "v1"
+    store.set_live(store.upload(artifact_version(tiny_artifact_dir, tmp_path, "v2")))
     for _ in range(2):
         clock.now += 60
         holder.get()
+    assert (holder.get().version, holder.status().loads) == ("v2", 2)
     assert len(clients) == 1
-    used = [call["s3"] for call in checks.calls + loads.calls]
-    assert len(used) == 5 and all(client is clients[0] for client in used)
 
 
-def test_local_models_need_no_s3_client(settings: Settings) -> None:
+def test_local_models_need_no_s3_client(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_client() -> object:
         raise AssertionError("an S3 client was made for a local model")
 
-    calls = Calls(resolve)
-    holder = ModelHolder(settings, resolve=calls, s3_client=no_client, clock=FakeClock())
+    monkeypatch.setattr(registry_module, "new_s3_client", no_client)
+    holder = ModelHolder(settings, clock=FakeClock())
     assert holder.get().version == "test-1"
-    assert calls.calls[0]["s3"] is None
 
 
 def test_refresh_off_keeps_the_first_model(
@@ -761,8 +802,7 @@ def test_invalid_requests_are_422(
 
 
 def test_too_much_text_is_refused_before_the_model_loads(settings: Settings) -> None:
-    calls = Calls(resolve)
-    client = TestClient(create_app(settings, model=ModelHolder(settings, resolve=calls)))
+    client = TestClient(create_app(settings, model=ModelHolder(settings, source=Source(settings))))
     texts = ["a" * 300, "b" * 300, "c" * 100]
     assert post(client, {"texts": texts}).status_code == 200
     error = assert_error(post(client, {"texts": [*texts, "d"]}), 422, "validation_error")

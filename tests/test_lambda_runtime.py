@@ -10,6 +10,7 @@ init error.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import queue
@@ -279,17 +280,48 @@ def test_invalid_configuration_is_an_init_error(
     assert runtime.process.wait(timeout=WAIT_S) == 1
 
 
+def build_context(context: Path, ignore_file: Path) -> Path:
+    """The repository's files that a .dockerignore leaves in the build context, copied to
+    ``context``: the last pattern matching a path or one of its parents decides."""
+    patterns = [
+        line.strip()
+        for line in ignore_file.read_text().splitlines()
+        if line.strip()[:1] not in ("", "#")
+    ]
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for name in listed:
+        parts = Path(name).parts
+        candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        kept = True
+        for pattern in patterns:
+            negated, glob = pattern.startswith("!"), pattern.lstrip("!").rstrip("/")
+            if any(fnmatch.fnmatchcase(candidate, glob) for candidate in candidates):
+                kept = negated
+        if kept and (REPO / name).is_file():
+            (context / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / name, context / name)
+    return context
+
+
 def test_image_layout_imports_without_training_code(tmp_path: Path) -> None:
-    """The files lambda/Dockerfile copies are enough to import the handler, and importing it
-    pulls in neither torch nor transformers (cold start, image size)."""
+    """The files lambda/Dockerfile copies (from the build context its .dockerignore leaves)
+    are enough to import the handler, and importing it pulls in neither torch nor
+    transformers (cold start, image size)."""
     task_root = tmp_path / "task"
+    context = build_context(tmp_path / "context", LAMBDA_DIR / "Dockerfile.dockerignore")
     dockerfile = (LAMBDA_DIR / "Dockerfile").read_text().replace("\\\n", " ")
     for line in dockerfile.splitlines():
         words = line.split()
         if not words or words[0] != "COPY" or not words[-1].startswith("${LAMBDA_TASK_ROOT}"):
             continue
         dest = task_root / words[-1].removeprefix("${LAMBDA_TASK_ROOT}").strip("/")
-        for source in map(REPO.joinpath, words[1:-1]):
+        for source in map(context.joinpath, words[1:-1]):
             if source.is_dir():  # Docker copies a directory's contents
                 shutil.copytree(
                     source, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")

@@ -21,24 +21,27 @@ from botocore.stub import Stubber
 from helpers import dummy_tarball, free_port
 
 from nerkit import models_cli
-from nerkit import store as store_module
-from nerkit.artifact import MANIFEST, ArtifactError, sha256_file
-from nerkit.store import (
-    CACHE_MARKER,
-    STALE_TEMP_SECONDS,
+from nerkit.artifact import MANIFEST, sha256_file
+from nerkit.errors import (
+    ArtifactError,
+    ConfigError,
+    IntrinsicModelError,
     LiveConflict,
     ModelNotFound,
+    StoreUnavailable,
+    VersionExists,
+)
+from nerkit.store import (
     ModelStore,
     Pointer,
     S3Client,
-    StoreUnavailable,
-    VersionExists,
     VersionInfo,
-    live_pointer,
+    open_source,
     parse_s3_uri,
-    prune_cache,
-    resolve,
 )
+from nerkit.store import registry as store_module
+from nerkit.store.cache import CACHE_MARKER, STALE_TEMP_SECONDS
+from nerkit.store.cache import prune as prune_cache
 
 BUCKET = "nerkit-models"
 URI = f"s3://{BUCKET}/models"
@@ -126,7 +129,7 @@ def test_parse_s3_uri() -> None:
     assert parse_s3_uri("s3://bucket/a/b.tar.gz") == ("bucket", "a/b.tar.gz")
     assert parse_s3_uri("s3://bucket") == ("bucket", "")
     for bad in ("https://bucket/key", "s3:///key", "bucket/key"):
-        with pytest.raises(ArtifactError):
+        with pytest.raises(ConfigError):
             parse_s3_uri(bad)
 
 
@@ -310,11 +313,11 @@ def test_rollback_with_nothing_to_roll_back_to(store: ModelStore, tmp_path: Path
     with pytest.raises(ModelNotFound, match=r"no LIVE model .* nothing to roll back"):
         store.rollback()
     publish(store, tmp_path, "v1")
-    with pytest.raises(ArtifactError, match=r"LIVE version v1 .* has no previous version"):
+    with pytest.raises(LiveConflict, match=r"LIVE version v1 .* has no previous version"):
         store.rollback()
     with pytest.raises(ModelNotFound, match="version v7 not found"):
         store.rollback(to="v7")
-    with pytest.raises(ArtifactError, match="v1 is already live"):
+    with pytest.raises(LiveConflict, match="v1 is already live"):
         store.rollback(to="v1")
     assert live_of(store) == "v1"
 
@@ -399,7 +402,7 @@ def test_pointer_to_a_missing_version(store: ModelStore, s3: S3Client, cache: Pa
 
 def test_missing_bucket(s3: S3Client, cache: Path) -> None:
     with pytest.raises(ModelNotFound, match="bucket no-such-bucket does not exist"):
-        resolve("s3://no-such-bucket/models", cache, s3=s3)
+        open_source("s3://no-such-bucket/models", cache, s3=s3).fetch()
     with pytest.raises(ModelNotFound, match="bucket no-such-bucket does not exist"):
         ModelStore("no-such-bucket", "models", s3).versions()
 
@@ -444,8 +447,52 @@ def test_access_denied(cache: Path) -> None:
     client = boto3.client("s3")
     stubber = Stubber(client)
     stubber.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
+    # A denied GET may hide an absent key: the store asks a list, denied here as well.
+    stubber.add_client_error(
+        "list_objects_v2", service_error_code="AccessDenied", http_status_code=403
+    )
     with stubber, pytest.raises(StoreUnavailable, match="access denied to s3://private/models/"):
-        resolve("s3://private/models", cache, s3=client)
+        open_source("s3://private/models", cache, s3=client).fetch()
+
+
+@pytest.mark.parametrize(("listed", "live"), [([], None), (["models/LIVE-old"], None)])
+def test_a_denied_read_of_an_absent_live_is_no_live(listed: list[str], live: None) -> None:
+    """Roles that may list only under a prefix get 403 for a missing key: the store asks a
+    list of that key, and a list without it means "absent"."""
+    client = boto3.client("s3")
+    stubber = Stubber(client)
+    stubber.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
+    contents = [{"Key": key} for key in listed]
+    stubber.add_response(
+        "list_objects_v2",
+        {"Contents": contents, "KeyCount": len(contents)} if contents else {"KeyCount": 0},
+        {"Bucket": "private", "Prefix": "models/LIVE", "MaxKeys": 1},
+    )
+    with stubber:
+        assert ModelStore("private", "models", client).live() is live
+
+
+def test_a_denied_read_of_a_present_key_stays_denied() -> None:
+    client = boto3.client("s3")
+    stubber = Stubber(client)
+    stubber.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
+    stubber.add_response("list_objects_v2", {"Contents": [{"Key": "models/v1/manifest.json"}]})
+    with stubber, pytest.raises(StoreUnavailable, match="access denied"):
+        ModelStore("private", "models", client).manifest("v1")
+
+
+def test_transient_intrinsic_and_configuration_errors_are_apart(store: ModelStore) -> None:
+    assert not issubclass(StoreUnavailable, IntrinsicModelError)
+    assert issubclass(ArtifactError, IntrinsicModelError)
+    assert issubclass(ModelNotFound, IntrinsicModelError)
+    assert not issubclass(ConfigError, IntrinsicModelError)
+    for bad_uri in ("s3://b/models/x.tar.gz", "/tmp/model", "gs://b/models"):
+        with pytest.raises(ConfigError):
+            ModelStore.from_uri(bad_uri)
+    with pytest.raises(ConfigError, match="invalid model version"):
+        store.set_live("../escape")
+    with pytest.raises(ConfigError, match="unsupported model URI"):
+        open_source("https://example.com/model.tar.gz", Path())
 
 
 def test_unreachable_endpoint(cache: Path) -> None:
@@ -455,60 +502,60 @@ def test_unreachable_endpoint(cache: Path) -> None:
         config=Config(retries={"max_attempts": 1}),
     )
     with pytest.raises(StoreUnavailable, match="cannot reach S3 for s3://bkt/models/LIVE"):
-        live_pointer("s3://bkt/models", s3=client)
+        open_source("s3://bkt/models", Path(), s3=client).live()
 
 
-# -- resolve / live_version ---------------------------------------------------------------
+# -- model sources: open_source(...).fetch() and .live() ------------------------------
 
 
 def test_resolve_follows_live_for_a_prefix(s3: S3Client, cache: Path, tmp_path: Path) -> None:
     # No client passed: the store creates its own, which moto intercepts as well.
     publish(ModelStore(BUCKET, "models"), tmp_path, "v1", "v2")
-    loaded = resolve(URI, cache)
+    loaded = open_source(URI, cache).fetch()
     assert (loaded.version, loaded.path) == ("v2", cache / "v2")
 
 
 def test_resolve_single_object(s3: S3Client, cache: Path, tmp_path: Path) -> None:
     sha256 = put_raw(s3, "exports/ner.tar.gz", build_tarball(tmp_path, "v5").read_bytes())
-    loaded = resolve(f"s3://{BUCKET}/exports/ner.tar.gz", cache, s3=s3)
+    loaded = open_source(f"s3://{BUCKET}/exports/ner.tar.gz", cache, s3=s3).fetch()
     assert loaded.version == "v5"
     assert loaded.path == cache / f"_sha256-{sha256[:16]}"
     assert loaded.source == f"s3://{BUCKET}/exports/ner.tar.gz"
     with pytest.raises(
         ModelNotFound, match=re.escape("not found: s3://nerkit-models/exports/none.tar.gz")
     ):
-        resolve(f"s3://{BUCKET}/exports/none.tar.gz", cache, s3=s3)
+        open_source(f"s3://{BUCKET}/exports/none.tar.gz", cache, s3=s3).fetch()
 
 
 def test_resolve_local_tarball_and_its_cache(tmp_path: Path, cache: Path) -> None:
     tar = build_tarball(tmp_path, "v3")
-    loaded = resolve(str(tar), cache)
+    loaded = open_source(str(tar), cache).fetch()
     assert loaded.version == "v3"
     assert loaded.path.parent == cache
     inode = loaded.path.stat().st_ino
     # Re-extraction would replace the directory (new inode); reuse keeps it.
-    assert resolve(str(tar), cache).path.stat().st_ino == inode
+    assert open_source(str(tar), cache).fetch().path.stat().st_ino == inode
 
 
 def test_resolve_local_directory_is_verified_in_place(tmp_path: Path, cache: Path) -> None:
     tar = build_tarball(tmp_path, "v4")
     model_dir = tar.parent / "model"
-    loaded = resolve(str(model_dir), cache)
+    loaded = open_source(str(model_dir), cache).fetch()
     assert (loaded.path, loaded.version, loaded.source) == (model_dir, "v4", str(model_dir))
     assert not cache.exists()
     (model_dir / "model.onnx").write_bytes(b"onnx v5")  # same size, other bytes
     with pytest.raises(ArtifactError, match=r"checksum mismatch: model\.onnx"):
-        resolve(str(model_dir), cache)
+        open_source(str(model_dir), cache).fetch()
 
 
 def test_resolve_refuses_missing_and_unsafe_local_tarballs(tmp_path: Path, cache: Path) -> None:
     with pytest.raises(ModelNotFound, match="no model at"):
-        resolve(str(tmp_path / "absent.tar.gz"), cache)
-    with pytest.raises(ArtifactError, match="no model URI"):
-        resolve("", cache)
+        open_source(str(tmp_path / "absent.tar.gz"), cache).fetch()
+    with pytest.raises(ConfigError, match="no model URI"):
+        open_source("", cache).fetch()
     crafted = tarball_with(tmp_path, "v1", _symlink("tokenizer.json", "/etc/passwd"), b"")
     with pytest.raises(ArtifactError, match="regular files only"):
-        resolve(str(crafted), cache)
+        open_source(str(crafted), cache).fetch()
     assert entries(cache) == []
 
 
@@ -519,11 +566,11 @@ def _symlink(name: str, target: str) -> tarfile.TarInfo:
 
 
 def test_live_pointer(store: ModelStore, s3: S3Client, tmp_path: Path) -> None:
-    assert live_pointer(URI, s3=s3) is None
+    assert open_source(URI, Path(), s3=s3).live() is None
     publish(store, tmp_path, "v1")
-    assert live_pointer(URI, s3=s3) == store.live()
-    assert live_pointer(f"s3://{BUCKET}/exports/ner.tar.gz", s3=s3) is None
-    assert live_pointer(str(tmp_path)) is None
+    assert open_source(URI, Path(), s3=s3).live() == store.live()
+    assert open_source(f"s3://{BUCKET}/exports/ner.tar.gz", Path(), s3=s3).live() is None
+    assert open_source(str(tmp_path), Path()).live() is None
 
 
 def test_a_tarball_over_the_download_limit_is_refused_unread(
@@ -571,7 +618,7 @@ def test_a_download_prunes_every_model_but_the_ones_to_keep(
     publish(store, tmp_path, "v1", "v2", "v3")
     for version in ("v1", "v2"):
         store.fetch(cache, version)
-    local = resolve(str(build_tarball(tmp_path, "local")), cache)
+    local = open_source(str(build_tarball(tmp_path, "local")), cache).fetch()
     # In progress elsewhere: a staging directory and a temp download (no cache marker).
     (cache / "v9.partial-x1y2").mkdir()
     (cache / ".download-abc.tar.gz").write_bytes(b"partial")
@@ -588,16 +635,16 @@ def test_a_download_prunes_every_model_but_the_ones_to_keep(
 
 
 def test_resolve_prunes_before_extracting_a_new_local_tarball(tmp_path: Path, cache: Path) -> None:
-    first = resolve(str(build_tarball(tmp_path, "v1")), cache, keep=[])
-    second = resolve(str(build_tarball(tmp_path, "v2")), cache, keep=[first.path])
+    first = open_source(str(build_tarball(tmp_path, "v1")), cache).fetch(keep=[])
+    second = open_source(str(build_tarball(tmp_path, "v2")), cache).fetch(keep=[first.path])
     assert sorted(path.name for path in cache.iterdir()) == sorted(
         [first.path.name, second.path.name]
     )
     # The same tarball again is reused, not pruned and re-extracted.
     inode = second.path.stat().st_ino
-    again = resolve(str(build_tarball(tmp_path, "v2")), cache, keep=[])
+    again = open_source(str(build_tarball(tmp_path, "v2")), cache).fetch(keep=[])
     assert again.path.stat().st_ino == inode
-    third = resolve(str(build_tarball(tmp_path, "v3")), cache, keep=[second.path])
+    third = open_source(str(build_tarball(tmp_path, "v3")), cache).fetch(keep=[second.path])
     assert sorted(path.name for path in cache.iterdir()) == sorted(
         [second.path.name, third.path.name]
     )
@@ -724,7 +771,7 @@ def test_through_a_real_s3_endpoint(
         tar = build_tarball(tmp_path, version, metrics=metrics)
         assert cli(capsys, "publish", str(tar), "--uri", URI)[0] == 0
 
-    loaded = resolve(URI, tmp_path / "cache")
+    loaded = open_source(URI, tmp_path / "cache").fetch()
     assert (loaded.version, (loaded.path / "model.onnx").read_bytes()) == ("v2", b"onnx v2")
     assert live_of(ModelStore.from_uri(URI)) == "v2"
 

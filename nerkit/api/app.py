@@ -283,7 +283,7 @@ def _description(settings: Settings) -> str:
 
 def create_app(settings: Settings | None = None, *, model: ModelHolder | None = None) -> FastAPI:
     """The API for ``settings`` (default: from the environment), serving ``model`` (default:
-    a ``ModelHolder`` for those settings; tests pass one with a fake store or clock).
+    a ``ModelHolder`` for those settings; tests pass one with a fake model source or clock).
 
     With ``settings.preload_model`` and a ``MODEL_URI``, the model is loaded here (Lambda's
     init phase runs at full CPU, so the first request does not pay for it); a failure is

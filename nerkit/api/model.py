@@ -7,7 +7,8 @@ during the init phase when ``PRELOAD_MODEL`` is on (``preload``), else on first 
 next to the old one and swapped in only once it is fully loaded, so a request never sees a
 half-loaded model and a broken release never replaces a working one. A release that failed to
 load (a fault of the artifact, not of S3 or the disk) is remembered by version and sha256 and
-not downloaded again until LIVE moves. One S3 client serves every check and download.
+not downloaded again until LIVE moves. The model source (``nerkit.store.open_source``) is
+built once, on first use, and serves every check and download (with one S3 client).
 
 Failures are recorded as a reason category, the only thing clients see (``REASONS``); the
 full error, which may name buckets, keys and paths, goes to the log.
@@ -24,13 +25,18 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from nerkit import store
 from nerkit.api.settings import Settings
-from nerkit.artifact import ArtifactError
 from nerkit.engine import NerEngine
-from nerkit.store import ModelNotFound, Pointer, S3Client, StoreUnavailable
+from nerkit.errors import (
+    ConfigError,
+    IntrinsicModelError,
+    ModelError,
+    ModelNotFound,
+    StoreUnavailable,
+)
+from nerkit.store import ModelSource, Pointer, open_source
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +59,6 @@ class ModelUnavailableError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(REASONS[reason])
         self.reason = reason
-
-
-class _NotConfiguredError(ArtifactError):
-    """``MODEL_URI`` is empty."""
 
 
 @dataclass(frozen=True)
@@ -94,26 +96,6 @@ class _BadRelease:
     failure: _Failure
 
 
-class Resolve(Protocol):
-    """``nerkit.store.resolve``'s signature, as the holder calls it."""
-
-    def __call__(
-        self,
-        model_uri: str,
-        cache_dir: Path,
-        *,
-        s3: S3Client | None,
-        keep: Collection[Path] | None,
-        live: Pointer | None,
-    ) -> store.LoadedArtifact: ...
-
-
-class LivePointer(Protocol):
-    """``nerkit.store.live_pointer``'s signature, as the holder calls it."""
-
-    def __call__(self, model_uri: str, *, s3: S3Client | None) -> Pointer | None: ...
-
-
 class ModelHolder:
     """Thread-safe lazy loading and refreshing of the model named by ``settings.model_uri``."""
 
@@ -121,17 +103,13 @@ class ModelHolder:
         self,
         settings: Settings,
         *,
-        resolve: Resolve = store.resolve,
-        live_pointer: LivePointer = store.live_pointer,
-        s3_client: Callable[[], S3Client] = store.new_s3_client,
+        source: ModelSource | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``source``: where models come from (default: ``MODEL_URI``, opened on first use)."""
         self._settings = settings
-        self._resolve = resolve
-        self._live_pointer = live_pointer
-        self._new_s3_client = s3_client
+        self._source = source
         self._clock = clock
-        self._s3_client: S3Client | None = None
         self._current: LoadedModel | None = None
         self._loads = 0
         self._failure: _Failure | None = None
@@ -140,7 +118,7 @@ class ModelHolder:
         self._checked_at = 0.0
         self._load_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
-        self._client_lock = threading.Lock()
+        self._source_lock = threading.Lock()
 
     def get(self) -> LoadedModel:
         """The model to serve with, loading or refreshing it first when due.
@@ -212,9 +190,9 @@ class ModelHolder:
         and return ``None``. Never raises."""
         pointer = None
         try:
-            # Read before loading, and load exactly that release (resolve does not read LIVE
+            # Read before loading, and load exactly that release (fetch does not read LIVE
             # again), so that a failure is pinned on the release it came from.
-            pointer = self._live_pointer(self._settings.model_uri, s3=self._s3())
+            pointer = self._model_source().live()
             if current is not None and (pointer is None or pointer.version == current.version):
                 # LIVE serves what is loaded (or there is nothing to follow): a failure
                 # recorded by an earlier check or a release since rolled back is over.
@@ -240,33 +218,28 @@ class ModelHolder:
                         }
                     },
                 )
-            loaded = self._load(keep=[current.path] if current else [], live=pointer)
+            loaded = self._load(keep=[current.path] if current else [], pointer=pointer)
         except Exception as exc:
             self._fail(stage, exc, pointer)
             return None
         self._install(loaded)
         return loaded
 
-    def _s3(self) -> S3Client | None:
-        """The one S3 client of this holder (made on first use: ~0.2 s), or ``None`` when
-        ``MODEL_URI`` is not on S3."""
-        if not self._settings.model_uri.startswith("s3://"):
-            return None
-        with self._client_lock:
-            if self._s3_client is None:
-                self._s3_client = self._new_s3_client()
-            return self._s3_client
+    def _model_source(self) -> ModelSource:
+        """The one source of this holder, opened from ``MODEL_URI`` on first use."""
+        with self._source_lock:
+            if self._source is None:
+                settings = self._settings
+                if not settings.model_uri:
+                    raise ConfigError("MODEL_URI is not set")
+                self._source = open_source(settings.model_uri, settings.model_cache_dir)
+            return self._source
 
-    def _load(self, *, keep: Collection[Path], live: Pointer | None) -> LoadedModel:
-        settings = self._settings
-        if not settings.model_uri:
-            raise _NotConfiguredError("MODEL_URI is not set")
+    def _load(self, *, keep: Collection[Path], pointer: Pointer | None) -> LoadedModel:
         started = time.perf_counter()
-        artifact = self._resolve(
-            settings.model_uri, settings.model_cache_dir, s3=self._s3(), keep=keep, live=live
-        )
+        artifact = self._model_source().fetch(pointer, keep=keep)
         engine = NerEngine.load(
-            artifact.path, threads=settings.ner_threads, manifest=artifact.manifest
+            artifact.path, threads=self._settings.ner_threads, manifest=artifact.manifest
         )
         log.info(
             "model loaded",
@@ -291,18 +264,17 @@ class ModelHolder:
         failure = _Failure(_reason(exc), str(exc) or type(exc).__name__)
         self._failure = failure
         self._failed_at = self._clock()
-        # Only a fault of the artifact itself is worth remembering: S3 or disk trouble, or
+        # Only a fault of the release itself is worth remembering: S3 or disk trouble, or
         # too little memory, may be gone at the next check, and an unexpected error says
         # nothing about the release.
-        intrinsic = isinstance(exc, ArtifactError) and not isinstance(exc, StoreUnavailable)
-        if pointer is not None and intrinsic:
+        if pointer is not None and isinstance(exc, IntrinsicModelError):
             self._bad_release = _BadRelease(_release(pointer), failure)
         current = self._current
         log.error(
             "model %s failed",
             stage,
-            # ArtifactError messages say what is wrong; anything else needs its traceback.
-            exc_info=not isinstance(exc, ArtifactError),
+            # ModelError messages say what is wrong; anything else needs its traceback.
+            exc_info=not isinstance(exc, ModelError),
             extra={
                 "fields": {
                     "model_version": current.version if current else None,
@@ -320,7 +292,7 @@ def _release(pointer: Pointer) -> tuple[str, str]:
 
 
 def _reason(exc: Exception) -> str:
-    if isinstance(exc, _NotConfiguredError):
+    if isinstance(exc, ConfigError):
         return "not_configured"
     if isinstance(exc, ModelNotFound):
         return "no_live_model"

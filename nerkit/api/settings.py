@@ -23,6 +23,8 @@ from pydantic import (
     field_validator,
 )
 
+from nerkit.store.uri import parse_model_uri
+
 # 64 texts x 20,000 characters of 3-byte UTF-8 is ~3.8 MB of JSON: the default body limit
 # admits the default per-text limits and stays under Lambda's 6 MB synchronous payload limit.
 DEFAULT_MAX_BODY_BYTES = 4 << 20
@@ -105,10 +107,8 @@ class Settings(BaseModel):
     @classmethod
     def _check_model_uri(cls, value: str) -> str:
         value = value.strip()
-        if value.startswith("s3://") and not value.removeprefix("s3://").split("/")[0]:
-            raise ValueError("an s3:// URI needs a bucket: s3://bucket/prefix")
-        if "://" in value and not value.startswith("s3://"):
-            raise ValueError("use s3://bucket/prefix, s3://bucket/key.tar.gz or a local path")
+        if value:
+            parse_model_uri(value)  # a ConfigError is a ValueError: pydantic reports it
         return value
 
     @field_validator("max_total_chars")

@@ -14,8 +14,9 @@ deterministic tarball and hands that to ``nerkit.publish.publish`` — the same 
 ``LIVE`` (``MODEL_URI`` = ``s3://bucket/prefix``), and serving picks the new version up
 within ``MODEL_REFRESH_SECONDS``.
 
-A rejected or unreadable model raises (``GateFailed``, ``ArtifactError``, ``InvalidGateInput``)
-with a message that says why; the state machine turns it into its ``ModelRejected`` state.
+A rejected or unreadable model raises (``GateFailed``, a ``nerkit.errors.ModelError``,
+``InvalidGateInput``) with a message that says why; the state machine turns it into its
+``ModelRejected`` state.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from nerkit.artifact import pack
+from nerkit.errors import ConfigError
 from nerkit.publish import GateFailed, publish
-from nerkit.store import ModelStore, parse_s3_uri
+from nerkit.store import ModelStore, open_source, parse_model_uri
+from nerkit.store.uri import S3Tarball
 
 __all__ = ["GateFailed", "GateRequest", "InvalidGateInput", "handler", "run_gate"]
 
@@ -54,8 +57,10 @@ class GateRequest:
         if not isinstance(event, dict):
             raise InvalidGateInput("the gate event must be a JSON object")
         artifact = event.get("modelArtifact")
-        if not isinstance(artifact, str) or not artifact.startswith("s3://"):
-            raise InvalidGateInput(f"modelArtifact must be an s3:// URI, not {artifact!r}")
+        if not isinstance(artifact, str) or not _is_s3_tarball(artifact):
+            raise InvalidGateInput(
+                f"modelArtifact must be an s3:// URI of a .tar.gz, not {artifact!r}"
+            )
         min_f1 = event.get("minF1")
         if isinstance(min_f1, bool) or not isinstance(min_f1, int | float) or not 0 <= min_f1 <= 1:
             raise InvalidGateInput(f"minF1 must be a number within 0..1, not {min_f1!r}")
@@ -71,8 +76,8 @@ def run_gate(request: GateRequest, store: ModelStore, workdir: Path) -> dict[str
 
     Raises ``GateFailed`` when the model does not pass (LIVE untouched).
     """
-    bucket, key = parse_s3_uri(request.model_artifact)
-    candidate = ModelStore(bucket, s3=store.s3).fetch_object(key, workdir / "extracted")
+    candidate_source = open_source(request.model_artifact, workdir / "extracted", s3=store.s3)
+    candidate = candidate_source.fetch()
     live = store.live()
     if live is not None and live.version == candidate.version:
         # A retried invocation whose first attempt already published: comparing the model
@@ -97,10 +102,10 @@ def run_gate(request: GateRequest, store: ModelStore, workdir: Path) -> dict[str
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = GateRequest.from_event(event)
-    model_uri = os.environ.get("MODEL_URI", "")
-    if not model_uri.startswith("s3://"):
-        raise InvalidGateInput("MODEL_URI must be s3://bucket/prefix (the model store)")
-    store = ModelStore.from_uri(model_uri)
+    try:
+        store = ModelStore.from_uri(os.environ.get("MODEL_URI", ""))
+    except ConfigError:
+        raise InvalidGateInput("MODEL_URI must be s3://bucket/prefix (the model store)") from None
     logger.info(json.dumps({"gate": "start", **event}))
     # /tmp survives between invocations of a warm Lambda: clean up after every run.
     with tempfile.TemporaryDirectory(prefix="nerkit-gate-") as scratch:
@@ -111,6 +116,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             raise
     logger.info(json.dumps({"gate": "published", **outcome}))
     return outcome
+
+
+def _is_s3_tarball(uri: str) -> bool:
+    try:
+        return isinstance(parse_model_uri(uri), S3Tarball)
+    except ConfigError:
+        return False
 
 
 def _outcome(request: GateRequest, version: str, **fields: Any) -> dict[str, Any]:

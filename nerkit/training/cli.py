@@ -22,8 +22,9 @@ from typing import Any
 
 from nerkit import artifact
 from nerkit.decoding import AGGREGATIONS, DECODINGS
+from nerkit.errors import ModelError
 from nerkit.publish import publish
-from nerkit.store import ModelStore, new_s3_client, parse_s3_uri, resolve
+from nerkit.store import ModelStore, new_s3_client, open_source, parse_s3_uri
 
 log = logging.getLogger("nerkit.train")
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (artifact.ArtifactError, ValueError, FileNotFoundError) as exc:
+    except (ModelError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -183,7 +184,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from nerkit.training.job import engine_scores, join_documents
 
     with tempfile.TemporaryDirectory(prefix="nerkit-eval-") as cache:
-        loaded = resolve(str(args.model), Path(cache))
+        loaded = open_source(str(args.model), Path(cache)).fetch()
         engine = NerEngine.load(loaded.path, threads=os.cpu_count() or 1)
         examples = load_examples(args.data)
         if args.documents:

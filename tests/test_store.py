@@ -23,6 +23,7 @@ from helpers import dummy_tarball, free_port
 from nerkit import models_cli
 from nerkit import store as store_module
 from nerkit.artifact import MANIFEST, ArtifactError, sha256_file
+from nerkit.exit_codes import ExitCode
 from nerkit.store import (
     CACHE_MARKER,
     STALE_TEMP_SECONDS,
@@ -641,7 +642,7 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
     code = models_cli.main(list(argv))
     out, err = capsys.readouterr()
     # Errors go to stderr; results, and the gate's report when it refuses, to stdout.
-    return code, json.loads(out if code in (0, models_cli.GATE_REFUSED) else err)
+    return code, json.loads(out if code in (0, ExitCode.GATE_REFUSED) else err)
 
 
 def test_cli_end_to_end(s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,8 @@ against a local directory laid out like ``/opt/ml``: channels may be local paths
 ``s3://`` URIs (downloaded first, as SageMaker does); ``--publish`` then uploads the model
 through the quality gate. Publishing an existing artifact and rolling back are model-store
 operations: ``nerkit-models publish`` / ``nerkit-models rollback``.
+
+Exit status (``nerkit.exit_codes``): 0 ok, 1 error, 2 usage, 3 the gate refused the model.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from nerkit import artifact
 from nerkit.decoding import AGGREGATIONS, DECODINGS
+from nerkit.exit_codes import ExitCode
 from nerkit.publish import publish
 from nerkit.store import ModelStore, new_s3_client, parse_s3_uri, resolve
 
@@ -50,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = _parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(args))
     except (artifact.ArtifactError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.ERROR
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(json.dumps({"model": str(tar_path), "work": str(work)}))
     if args.uri:
         return _publish_and_report(tar_path, args)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_train_default(args: argparse.Namespace) -> int:
@@ -123,7 +126,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         hyperparameters = {**DEFAULT_HYPERPARAMETERS, **overrides, "epochs": epochs}
         tar_path = run_local_job(args.work, channels, hyperparameters, DEFAULT_MODEL_DIR)
     print(json.dumps({"model": str(tar_path)}))
-    return 0
+    return ExitCode.OK
 
 
 def run_local_job(
@@ -192,7 +195,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             engine, examples, aggregation=args.aggregation, decoding=args.decoding
         )
     print(json.dumps({"model": loaded.version, "data": str(args.data), **scores}, indent=2))
-    return 0
+    return ExitCode.OK
 
 
 def _publish_and_report(tar_path: Path, args: argparse.Namespace) -> int:
@@ -201,7 +204,7 @@ def _publish_and_report(tar_path: Path, args: argparse.Namespace) -> int:
         store, tar_path, min_f1=args.min_f1, must_beat_live=args.must_beat_live
     )
     print(json.dumps({"gate": asdict(decision), "live": asdict(pointer) if pointer else None}))
-    return 0 if decision.passed else 1
+    return ExitCode.OK if decision.passed else ExitCode.GATE_REFUSED
 
 
 def _parse_hp(pairs: list[str]) -> dict[str, Any]:

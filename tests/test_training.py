@@ -20,6 +20,7 @@ from nerkit.decoding import TransitionPrior
 from nerkit.exit_codes import ExitCode
 from nerkit.labels import Span, bio_labels, spans_to_tags, tags_to_spans
 from nerkit.metrics import entity_confusion, entity_scores
+from nerkit.training.base_model import write_fast_tokenizer
 from nerkit.training.data import Example, load_examples
 from nerkit.training.encode import (
     IGNORE_INDEX,
@@ -30,8 +31,9 @@ from nerkit.training.encode import (
     length_batches,
     load_tokenizer,
 )
-from nerkit.training.job import engine_scores, join_documents, write_fast_tokenizer
-from nerkit.training.train import Hyperparameters, predict_spans
+from nerkit.training.hyperparameters import Hyperparameters
+from nerkit.training.served import engine_scores, join_documents
+from nerkit.training.train import predict_spans
 
 REPO = Path(__file__).resolve().parents[1]
 CONLL = """-DOCSTART- -X- -X- O

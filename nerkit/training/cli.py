@@ -24,9 +24,12 @@ from typing import Any
 
 from nerkit import artifact
 from nerkit.decoding import AGGREGATIONS, DECODINGS
+from nerkit.engine import NerEngine
 from nerkit.exit_codes import ExitCode
 from nerkit.publish import publish
 from nerkit.store import ModelStore, new_s3_client, parse_s3_uri, resolve
+from nerkit.training.data import load_examples
+from nerkit.training.served import engine_scores, join_documents
 
 log = logging.getLogger("nerkit.train")
 
@@ -133,6 +136,7 @@ def run_local_job(
     work: Path, channels: dict[str, str | None], hyperparameters: dict[str, str], out: Path
 ) -> Path:
     """Lay out ``work`` like /opt/ml, run the job, pack the artifact into ``out``."""
+    # Imported here: the job imports torch, which `evaluate` and `--help` do not need.
     from nerkit.training.job import JobPaths, run_job
 
     paths = JobPaths(work)
@@ -181,10 +185,6 @@ def _stage_channel(source: str, channel: Path) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from nerkit.engine import NerEngine
-    from nerkit.training.data import load_examples
-    from nerkit.training.job import engine_scores, join_documents
-
     with tempfile.TemporaryDirectory(prefix="nerkit-eval-") as cache:
         loaded = resolve(str(args.model), Path(cache))
         engine = NerEngine.load(loaded.path, threads=os.cpu_count() or 1)

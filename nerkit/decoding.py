@@ -25,10 +25,10 @@ Two ``decoding`` modes choose the tokens' labels before aggregation:
 - ``viterbi`` (the default): the tokens take the most likely label *sequence* in which every
   ``I-X`` follows ``B-X`` or ``I-X`` (a first-order Viterbi search over log-probabilities),
   and every other label's score is zeroed before aggregation. This removes fragmented and
-  mistyped pieces of entities (+1.5 entity F1 on CoNLL-2003 test for the default model).
-  A model may add a ``TransitionPrior``: how often each label follows each other in its
-  training data, weighted against the model's scores (a further +0.4 there). Scores stay
-  the model's probabilities of the labels chosen.
+  mistyped pieces of entities (README.md, "The default model", has what it gains). A model
+  may add a ``TransitionPrior``: how often each label follows each other in its training
+  data, weighted against the model's scores. Scores stay the model's probabilities of the
+  labels chosen.
 
 The pipeline's word test is kept as is, quirks included: with a WordPiece tokenizer a token
 continues a word when its vocabulary string and its surface differ in length, so a token

@@ -20,7 +20,6 @@ import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from nerkit import artifact
 from nerkit.decoding import AGGREGATIONS, DECODINGS
@@ -207,7 +206,7 @@ def _publish_and_report(tar_path: Path, args: argparse.Namespace) -> int:
     return ExitCode.OK if decision.passed else ExitCode.GATE_REFUSED
 
 
-def _parse_hp(pairs: list[str]) -> dict[str, Any]:
+def _parse_hp(pairs: list[str]) -> dict[str, str]:
     values = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

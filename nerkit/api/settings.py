@@ -171,8 +171,9 @@ class Settings(BaseSettings):
     @field_validator("cors_origins")
     @classmethod
     def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for origin in invalid_origins(value):
-            raise ValueError(f"{origin!r} is not '*' or an origin like https://example.com")
+        bad = invalid_origins(value)
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not '*' or an origin like https://example.com")
         return value
 
     @field_validator("api_base_path")

@@ -22,6 +22,7 @@ import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.transformers.optimizer import optimize_model
 from transformers import PreTrainedModel
 
 from nerkit.artifact import write_manifest
@@ -116,8 +117,6 @@ def fuse_transformer(
     (docs/ARCHITECTURE.md, "Export choices"). The fused ops are ONNX Runtime contrib ops,
     which is what serves the artifact. Returns the count of each fused op.
     """
-    from onnxruntime.transformers.optimizer import optimize_model
-
     optimized = optimize_model(
         str(onnx_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size
     )

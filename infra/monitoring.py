@@ -1,9 +1,9 @@
 """Alarms (to an SNS topic) and a CloudWatch dashboard for serving and training.
 
 The service's own metrics come from its request log lines in CloudWatch Embedded Metric
-Format (``nerkit/api/logs.py``): namespace ``nerkit``, dimensions ``Service`` (the function
-name) and ``Route``. Graphs use SEARCH expressions so every route shows up without listing
-the routes here.
+Format (``nerkit/api/logs.py``, names in ``nerkit/api/emf.py``): namespace ``nerkit``, dimensions
+``Service`` (the function name) and ``Route``. Graphs use SEARCH expressions so every route
+shows up without listing the routes here.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.settings import Settings
+from nerkit.api.emf import ENTITIES, ERRORS, LATENCY, NAMESPACE, ROUTE, SERVICE, TEXTS
 
-# Must match nerkit.api.logs.NAMESPACE (tests/infra/test_stack.py checks it).
-EMF_NAMESPACE = "nerkit"
-EMF_METRICS = ("Latency", "Texts", "Entities", "Errors")
 PERIOD = Duration.minutes(5)
 
 
@@ -125,15 +123,15 @@ class Monitoring(Construct):
         dashboard.add_widgets(
             _graph(
                 "Latency by route (ms, p50 / p99)",
-                _emf(function, "Latency", "p50"),
-                _emf(function, "Latency", "p99"),
+                _emf(function, LATENCY, "p50"),
+                _emf(function, LATENCY, "p99"),
             ),
             _graph(
                 "Texts and entities",
-                _emf(function, "Texts", "Sum"),
-                _emf(function, "Entities", "Sum"),
+                _emf(function, TEXTS, "Sum"),
+                _emf(function, ENTITIES, "Sum"),
             ),
-            _graph("Service errors (5xx responses)", _emf(function, "Errors", "Sum")),
+            _graph("Service errors (5xx responses)", _emf(function, ERRORS, "Sum")),
         )
         dashboard.add_widgets(
             _graph(
@@ -174,8 +172,8 @@ class Monitoring(Construct):
 def _emf(function: lambda_.IFunction, metric: str, statistic: str) -> cw.MathExpression:
     """One line per route of an EMF metric of this function."""
     search = (
-        f'SEARCH(\'{{{EMF_NAMESPACE},Route,Service}} MetricName="{metric}" '
-        f"Service=\"{function.function_name}\"', '{statistic}', {int(PERIOD.to_seconds())})"
+        f'SEARCH(\'{{{NAMESPACE},{ROUTE},{SERVICE}}} MetricName="{metric}" '
+        f"{SERVICE}=\"{function.function_name}\"', '{statistic}', {int(PERIOD.to_seconds())})"
     )
     return cw.MathExpression(expression=search, label=f"{metric} {statistic}", period=PERIOD)
 

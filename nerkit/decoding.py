@@ -25,10 +25,10 @@ Two ``decoding`` modes choose the tokens' labels before aggregation:
 - ``viterbi`` (the default): the tokens take the most likely label *sequence* in which every
   ``I-X`` follows ``B-X`` or ``I-X`` (a first-order Viterbi search over log-probabilities),
   and every other label's score is zeroed before aggregation. This removes fragmented and
-  mistyped pieces of entities (+1.5 entity F1 on CoNLL-2003 test for the default model).
-  A model may add a ``TransitionPrior``: how often each label follows each other in its
-  training data, weighted against the model's scores (a further +0.4 there). Scores stay
-  the model's probabilities of the labels chosen.
+  mistyped pieces of entities (README.md, "The default model", has what it gains). A model
+  may add a ``TransitionPrior``: how often each label follows each other in its training
+  data, weighted against the model's scores. Scores stay the model's probabilities of the
+  labels chosen.
 
 The pipeline's word test is kept as is, quirks included: with a WordPiece tokenizer a token
 continues a word when its vocabulary string and its surface differ in length, so a token
@@ -43,13 +43,17 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 
-AGGREGATIONS = ("simple", "first", "average", "max")
-DECODINGS = ("viterbi", "argmax")
-OUTSIDE = "O"
+from nerkit.labels import OUTSIDE
+
+# The request options' one definition: the API schema, the engine and the CLIs use these.
+Aggregation = Literal["simple", "first", "average", "max"]
+Decoding = Literal["viterbi", "argmax"]
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
+DECODINGS: tuple[str, ...] = get_args(Decoding)
 _ZWJ = "\u200d"
 _COMBINING_CATEGORIES = frozenset({"Mn", "Mc", "Me"})
 # Code point ranges that never start a user-perceived character: variation selectors,
@@ -156,10 +160,7 @@ def decode(
     already be removed (the pipeline skips them before anything else). ``prior`` is used by
     ``viterbi`` only.
     """
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}: {aggregation!r}")
-    if decoding not in DECODINGS:
-        raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}: {decoding!r}")
+    check_options(aggregation, decoding)
     if len(scores) == 0:
         return []
     table = _label_table(tuple(labels))
@@ -170,6 +171,14 @@ def decode(
     else:
         units = _word_units(scores, offsets, is_subword, aggregation)
     return _group(text, units, table)
+
+
+def check_options(aggregation: str, decoding: str) -> None:
+    """Raise ``ValueError`` unless both are among ``AGGREGATIONS`` and ``DECODINGS``."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}: {aggregation!r}")
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}: {decoding!r}")
 
 
 def transition_prior(transitions: Mapping[str, Any], n_labels: int) -> TransitionPrior:

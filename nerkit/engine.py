@@ -20,11 +20,9 @@ from tokenizers import Encoding, Tokenizer
 
 from nerkit.artifact import ArtifactError, verify
 from nerkit.decoding import (
-    AGGREGATIONS,
-    DECODINGS,
-    OUTSIDE,
     Entity,
     TransitionPrior,
+    check_options,
     decode,
     entity_group_name,
     softmax,
@@ -32,6 +30,7 @@ from nerkit.decoding import (
     transition_prior,
 )
 from nerkit.features import CASING_SCHEME, casing_ids
+from nerkit.labels import OUTSIDE
 
 __all__ = [
     "Entity",
@@ -255,12 +254,7 @@ class NerEngine:
     ) -> None:
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not a string")
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(
-                f"aggregation must be one of {', '.join(AGGREGATIONS)}: {aggregation!r}"
-            )
-        if decoding not in DECODINGS:
-            raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}: {decoding!r}")
+        check_options(aggregation, decoding)
         if labels is not None:
             known = self.entity_types
             unknown = list(dict.fromkeys(label for label in labels if label not in known))

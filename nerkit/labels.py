@@ -38,16 +38,6 @@ def bio_labels(entity_types: Iterable[str]) -> list[str]:
     return labels
 
 
-def entity_types(labels: Iterable[str]) -> list[str]:
-    """Entity types named by a label list, in first-seen order."""
-    seen: dict[str, None] = {}
-    for tag in labels:
-        _, entity_type = split_tag(tag)
-        if entity_type is not None:
-            seen.setdefault(entity_type)
-    return list(seen)
-
-
 def to_bio2(tags: Sequence[str], *, where: str = "") -> list[str]:
     """Normalise BIO1 (IOB1) or broken BIO2 to BIO2.
 

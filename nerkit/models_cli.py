@@ -6,12 +6,14 @@
     nerkit-models rollback --uri s3://my-bucket/models [--to VERSION]
 
 ``publish`` goes through the quality gate (``nerkit.publish``, the same rule as
-``nerkit-train publish`` and the training pipeline): it prints ``{"gate": ..., "live": ...}``
-and exits 3 when the gate refuses the model (uploaded, kept for inspection, not LIVE).
+``nerkit-train train --publish`` and the training pipeline): it prints
+``{"gate": ..., "live": ...}`` and exits 3 when the gate refuses the model (uploaded, kept for
+inspection, not LIVE).
 ``upload`` only stores a version, which never serves until published. ``rollback`` is the one
 way to move LIVE without the gate: back to the previous version, or ``--to`` any stored one.
 
-Errors print ``{"error": "..."}`` on stderr and exit 1 (usage errors exit 2).
+Errors print ``{"error": "..."}`` on stderr and exit 1, usage errors exit 2 (the scheme of
+every nerkit command line, ``nerkit.exit_codes``).
 """
 
 from __future__ import annotations
@@ -25,11 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from nerkit.errors import ModelError
+from nerkit.exit_codes import ExitCode
 from nerkit.publish import publish
 from nerkit.store import TARBALL, ModelStore
-
-# publish's exit status when the gate refuses the model (distinct from errors, which are 1).
-GATE_REFUSED = 3
 
 
 class _GateRefused(Exception):
@@ -125,12 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run(store, args)
     except _GateRefused as refused:
         print(json.dumps(refused.report, indent=2, sort_keys=True))
-        return GATE_REFUSED
+        return ExitCode.GATE_REFUSED
     except ModelError as exc:
         print(json.dumps({"error": str(exc)}), file=sys.stderr)
-        return 1
+        return ExitCode.ERROR
     print(json.dumps(result, indent=2, sort_keys=True))
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

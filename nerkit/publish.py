@@ -1,7 +1,8 @@
 """The quality gate, and publishing a model only when it passes.
 
-One decision shared by the CLIs (``nerkit-train publish``, ``nerkit-models publish``) and the
-training pipeline's gate Lambda, so a model goes live by the same rule wherever it was trained.
+One decision shared by the CLIs (``nerkit-train train --publish``, ``nerkit-models publish``)
+and the training pipeline's gate Lambda, so a model goes live by the same rule wherever it was
+trained.
 """
 
 from __future__ import annotations

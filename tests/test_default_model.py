@@ -9,7 +9,7 @@ import pytest
 from nerkit import artifact
 from nerkit.engine import NerEngine
 from nerkit.training.data import load_examples
-from nerkit.training.job import engine_scores
+from nerkit.training.served import engine_scores
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "models" / "default" / "model.tar.gz"

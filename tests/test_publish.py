@@ -10,6 +10,7 @@ import pytest
 from helpers import dummy_tarball
 
 from nerkit import artifact, models_cli
+from nerkit.exit_codes import ExitCode
 from nerkit.publish import decide, publish
 from nerkit.store import ModelStore
 
@@ -91,7 +92,7 @@ def test_cli_publish_and_rollback(
     assert publish_cli("v1", 0.9) == 0
     assert publish_cli("v2", 0.92, "--min-f1", "0.9", "--must-beat-live") == 0
     capsys.readouterr()
-    assert publish_cli("v3", 0.5, "--min-f1", "0.9") == models_cli.GATE_REFUSED
+    assert publish_cli("v3", 0.5, "--min-f1", "0.9") == ExitCode.GATE_REFUSED
     report = json.loads(capsys.readouterr().out)
     assert report["gate"]["passed"] is False and report["live"] is None
 

@@ -31,6 +31,7 @@ from nerkit.errors import (
     StoreUnavailable,
     VersionExists,
 )
+from nerkit.exit_codes import ExitCode
 from nerkit.store import (
     ModelStore,
     Pointer,
@@ -688,7 +689,7 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
     code = models_cli.main(list(argv))
     out, err = capsys.readouterr()
     # Errors go to stderr; results, and the gate's report when it refuses, to stdout.
-    return code, json.loads(out if code in (0, models_cli.GATE_REFUSED) else err)
+    return code, json.loads(out if code in (0, ExitCode.GATE_REFUSED) else err)
 
 
 def test_cli_end_to_end(s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

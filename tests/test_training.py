@@ -17,8 +17,10 @@ from seqeval.metrics import classification_report, f1_score
 
 from nerkit import artifact
 from nerkit.decoding import TransitionPrior
+from nerkit.exit_codes import ExitCode
 from nerkit.labels import Span, bio_labels, spans_to_tags, tags_to_spans
 from nerkit.metrics import entity_confusion, entity_scores
+from nerkit.training.base_model import write_fast_tokenizer
 from nerkit.training.data import Example, load_examples
 from nerkit.training.encode import (
     IGNORE_INDEX,
@@ -29,8 +31,9 @@ from nerkit.training.encode import (
     length_batches,
     load_tokenizer,
 )
-from nerkit.training.job import engine_scores, join_documents, write_fast_tokenizer
-from nerkit.training.train import Hyperparameters, predict_spans
+from nerkit.training.hyperparameters import Hyperparameters
+from nerkit.training.served import engine_scores, join_documents
+from nerkit.training.train import predict_spans
 
 REPO = Path(__file__).resolve().parents[1]
 CONLL = """-DOCSTART- -X- -X- O
@@ -416,7 +419,7 @@ def test_cli_trains_from_s3_and_publishes_through_the_gate(
             "0.99",
         ]
     )
-    assert code == 1
+    assert code == ExitCode.GATE_REFUSED
     store = ModelStore("data", "models/ner")
     assert store.live() is None and len(store.versions()) == 1
     capsys.readouterr()
@@ -460,7 +463,7 @@ def test_cli_train_reports_missing_s3_data(
             str(tmp_path / "out"),
         ]
     )
-    assert code == 2
+    assert code == ExitCode.ERROR
     assert "no objects under s3://data/nothing/" in capsys.readouterr().err
 
 

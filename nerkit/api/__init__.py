@@ -3,5 +3,7 @@
 One module per concern: ``settings`` (environment), ``model`` (load, preload and refresh),
 ``schemas`` (bodies), ``body`` (reading JSON safely), ``errors`` (the error envelope),
 ``gateway`` (API Gateway stage prefixes), ``logs`` (request logs and EMF metrics),
-``headers`` (security headers and the page's Content-Security-Policy).
+``headers`` (security headers and the page's Content-Security-Policy). ``emf`` and ``origins``
+hold what the stack (``infra/``) shares: the metric names and the CORS origin rule; they
+import nothing.
 """

@@ -40,7 +40,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-NAMESPACE = "nerkit"
+from nerkit.api.emf import ENTITIES, ERRORS, LATENCY, NAMESPACE, ROUTE, SERVICE, TEXTS
+
 SCOPE_KEY = "nerkit.request"
 LOGGER = "nerkit.api"
 _request_log = logging.getLogger(f"{LOGGER}.request")
@@ -122,25 +123,25 @@ def _route(scope: Scope) -> str:
 
 
 def _emf(route: str, status: int, latency_ms: float, record: RequestRecord) -> dict[str, Any]:
-    metrics = {"Latency": (latency_ms, "Milliseconds"), "Errors": (int(status >= 500), "Count")}
+    metrics = {LATENCY: (latency_ms, "Milliseconds"), ERRORS: (int(status >= 500), "Count")}
     if record.n_texts is not None and record.n_entities is not None:
-        metrics["Texts"] = (record.n_texts, "Count")
-        metrics["Entities"] = (record.n_entities, "Count")
+        metrics[TEXTS] = (record.n_texts, "Count")
+        metrics[ENTITIES] = (record.n_entities, "Count")
     return {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
             "CloudWatchMetrics": [
                 {
                     "Namespace": NAMESPACE,
-                    "Dimensions": [["Service", "Route"]],
+                    "Dimensions": [[SERVICE, ROUTE]],
                     "Metrics": [
                         {"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()
                     ],
                 }
             ],
         },
-        "Service": os.environ.get("AWS_LAMBDA_FUNCTION_NAME", NAMESPACE),
-        "Route": route,
+        SERVICE: os.environ.get("AWS_LAMBDA_FUNCTION_NAME", NAMESPACE),
+        ROUTE: route,
         **{name: value for name, (value, _) in metrics.items()},
     }
 

@@ -22,8 +22,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-Aggregation = Literal["simple", "first", "average", "max"]
-Decoding = Literal["viterbi", "argmax"]
+from nerkit.decoding import Aggregation, Decoding
+
 # Scores are reported to 4 decimals: finer digits are noise for a softmax over a small model
 # and only make responses longer.
 SCORE_DECIMALS = 4

@@ -9,52 +9,66 @@ other unloadable model, by ``/ready`` and a 503 on prediction.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
 )
+from pydantic_settings.sources.utils import parse_env_vars
 
+from nerkit.api.origins import invalid_origins
 from nerkit.store.uri import parse_model_uri
 
-# 64 texts x 20,000 characters of 3-byte UTF-8 is ~3.8 MB of JSON: the default body limit
-# admits the default per-text limits and stays under Lambda's 6 MB synchronous payload limit.
+# Admits MAX_TEXTS texts of MAX_TEXT_CHARS 3-byte characters as JSON, under Lambda's 6 MB
+# synchronous payload limit.
 DEFAULT_MAX_BODY_BYTES = 4 << 20
-# The request's time budget: API Gateway gives up after 29 s. The int8 MiniLM runs one window
-# of 256 tokens per ONNX call: ~75 ms on one quiet x86 core (115 ms measured on a loaded
-# 2-core machine, where a 15-token sentence took 9 ms against the ~6 ms of docs/DEPLOY.md).
-# A window adds ~190 new tokens (a quarter overlaps the previous one), so ~0.4-0.6 ms per
-# token; tokenizing and decoding add ~2%. English is ~0.23 tokens per character: 30,000
-# characters are ~7,000 tokens, ~3-4 s. Adversarial text (punctuation, digits, CJK, emoji)
-# approaches 1 token per character: ~30,000 tokens, ~12-19 s, which still leaves room for
-# a cold start's model load. MAX_TEXTS x MAX_TEXT_CHARS alone (1.28M characters) would allow
-# minutes. Raise it together with the Lambda's memory (NER_THREADS) or for smaller models.
+# Keeps the slowest request (about one token per character) inside API Gateway's 29 s with
+# room for a cold start; docs/ARCHITECTURE.md ("Request budgets") has the arithmetic.
 DEFAULT_MAX_TOTAL_CHARS = 30_000
-# The response's size budget: Lambda returns at most 6 MB, with API Gateway's body inside an
-# escaped JSON string. An entity takes at most ~110 bytes there besides its word, and the
-# words of all entities are non-overlapping slices of at most MAX_TOTAL_CHARS characters
-# (<= 12 bytes each, as the \u escapes of a surrogate pair): 20,000 x 110 B + 30,000 x 12 B
-# is ~2.6 MB, and stays under 6 MB for MAX_TOTAL_CHARS up to ~300,000.
+# Keeps the largest response under Lambda's 6 MB; docs/ARCHITECTURE.md has the arithmetic.
 DEFAULT_MAX_ENTITIES = 20_000
-_ORIGIN_RE = re.compile(r"https?://[^/\s?#]+")
 
 
 class SettingsError(ValueError):
     """The environment holds an invalid serving configuration."""
 
 
-class Settings(BaseModel):
-    """Every knob of the serving app; field aliases are the environment variable names."""
+class _Environ(EnvSettingsSource):
+    """pydantic-settings' environment source, reading ``environ`` instead of ``os.environ``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True)
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+class Settings(BaseSettings):
+    """Every knob of the serving app; field aliases are the environment variable names.
+
+    Built by keyword (tests, scripts) it reads nothing else; :meth:`from_env` reads the
+    environment through pydantic-settings.
+    """
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        validate_by_name=True,
+        case_sensitive=True,
+        # A blank variable means "use the default", as infrastructure templates often set
+        # every variable and leave the unused ones empty.
+        env_ignore_empty=True,
+    )
 
     model_uri: Annotated[str, Field(alias="MODEL_URI")] = ""
     model_cache_dir: Annotated[Path, Field(alias="MODEL_CACHE_DIR")] = Path("/tmp/nerkit-model")
@@ -69,31 +83,35 @@ class Settings(BaseModel):
     # Entities of one response; those past it are dropped and their text marked truncated.
     max_entities: Annotated[int, Field(alias="MAX_ENTITIES", ge=1)] = DEFAULT_MAX_ENTITIES
     # Load the model while the app is built (Lambda's init phase, which runs at full CPU)
-    # instead of on the first request; from_env turns it on by default inside Lambda.
+    # instead of on the first request; on by default inside Lambda.
     preload_model: Annotated[bool, Field(alias="PRELOAD_MODEL")] = False
     enable_page: Annotated[bool, Field(alias="ENABLE_PAGE")] = True
     log_text: Annotated[bool, Field(alias="LOG_TEXT")] = False
-    # Browser origins allowed to call the API cross-site ("*" for any); the page itself is
-    # same-origin and needs none.
-    cors_origins: Annotated[tuple[str, ...], Field(alias="CORS_ORIGINS")] = ()
+    # Browser origins allowed to call the API cross-site ("*" for any), comma-separated; the
+    # page itself is same-origin and needs none.
+    cors_origins: Annotated[tuple[str, ...], NoDecode, Field(alias="CORS_ORIGINS")] = ()
     # The base path of an API Gateway custom-domain mapping ("/ner"); stages are detected
     # from the event, so this is only needed for custom domains.
     api_base_path: Annotated[str, Field(alias="API_BASE_PATH")] = ""
+    # Set by the Lambda runtime, not by operators: only read to default PRELOAD_MODEL.
+    lambda_function_name: Annotated[str, Field(alias="AWS_LAMBDA_FUNCTION_NAME")] = ""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Keyword arguments only: the environment is read by from_env, once, at startup.
+        return (init_settings,)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        environ = os.environ if environ is None else environ
-        names = [field.alias for field in cls.model_fields.values() if field.alias]
-        # A blank variable means "use the default", as infrastructure templates often set
-        # every variable and leave the unused ones empty.
-        values: dict[str, Any] = {
-            name: environ[name] for name in names if environ.get(name, "").strip()
-        }
-        values.setdefault("PRELOAD_MODEL", bool(environ.get("AWS_LAMBDA_FUNCTION_NAME")))
-        per_text = str(values.get("MAX_TEXT_CHARS", "")).strip()
-        if "MAX_TOTAL_CHARS" not in values and per_text.isdigit():
-            # Unset, the request budget grows to admit one text of the configured maximum.
-            values["MAX_TOTAL_CHARS"] = max(DEFAULT_MAX_TOTAL_CHARS, int(per_text))
+        """The settings in ``environ`` (default ``os.environ``); raises ``SettingsError``."""
+        values = _Environ(cls, os.environ if environ is None else environ)()
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -102,6 +120,28 @@ class Settings(BaseModel):
                 for error in exc.errors()
             )
             raise SettingsError(f"invalid serving configuration: {problems}") from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        # Whitespace-only counts as blank too.
+        values = {
+            name: value
+            for name, value in values.items()
+            if not (isinstance(value, str) and not value.strip())
+        }
+        if "PRELOAD_MODEL" not in values and "preload_model" not in values:
+            inside_lambda = values.get("AWS_LAMBDA_FUNCTION_NAME") or values.get(
+                "lambda_function_name"
+            )
+            values["PRELOAD_MODEL"] = bool(inside_lambda)
+        per_text = str(values.get("MAX_TEXT_CHARS", "")).strip()
+        if "MAX_TOTAL_CHARS" not in values and per_text.isdigit():
+            # Unset, the request budget grows to admit one text of the configured maximum.
+            values["MAX_TOTAL_CHARS"] = max(DEFAULT_MAX_TOTAL_CHARS, int(per_text))
+        return values
 
     @field_validator("model_uri")
     @classmethod
@@ -130,9 +170,9 @@ class Settings(BaseModel):
     @field_validator("cors_origins")
     @classmethod
     def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for origin in value:
-            if origin != "*" and not _ORIGIN_RE.fullmatch(origin):
-                raise ValueError(f"{origin!r} is not '*' or an origin like https://example.com")
+        bad = invalid_origins(value)
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not '*' or an origin like https://example.com")
         return value
 
     @field_validator("api_base_path")

@@ -9,7 +9,7 @@ SageMaker tars ``/opt/ml/model`` into that ``model.tar.gz`` with the files at th
 which is exactly the artifact layout (docs/ARCHITECTURE.md). The gate downloads it, extracts
 and verifies it (checksums, safe paths), re-packs the verified files into the canonical
 deterministic tarball and hands that to ``nerkit.publish.publish`` — the same rule the
-``nerkit-train publish`` CLI applies: validation F1 >= ``minF1`` and, with ``mustBeatLive``,
+``nerkit-train train --publish`` CLI applies: validation F1 >= ``minF1`` and, with ``mustBeatLive``,
 > the live model's. The version is stored either way (for inspection); only a pass moves
 ``LIVE`` (``MODEL_URI`` = ``s3://bucket/prefix``), and serving picks the new version up
 within ``MODEL_REFRESH_SECONDS``.

@@ -8,6 +8,9 @@ Usage, with the outputs file that ``npx cdk deploy --outputs-file cdk-outputs.js
         [--test s3://<bucket>/datasets/conll03/test/] [--hp epochs=3 --hp lr=5e-5] \\
         [--job-name nerkit-prod-my-run] [--stack Nerkit-prod]
 
+Exit status (``nerkit.exit_codes``): 0 started, 1 error (an AWS call failed), 2 usage
+(bad arguments or outputs file).
+
 It uses the caller's own AWS credentials (``states:StartExecution`` on the state machine is
 what protects the pipeline); nothing here needs an API key. The execution and the SageMaker
 job share one name, so the same run cannot be started twice.
@@ -26,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+
+from nerkit.exit_codes import ExitCode
 
 REQUIRED_CHANNELS = ("train", "validation")
 OPTIONAL_CHANNELS = ("test",)
@@ -184,7 +189,7 @@ def main(argv: Sequence[str] | None = None, *, client: StepFunctionsClient | Non
     arn = start_training(outputs.state_machine_arn, execution_input, client=client)
     print(json.dumps({"executionArn": arn, "input": execution_input}, indent=2))
     print(f"Follow it: aws stepfunctions describe-execution --execution-arn {arn}", file=sys.stderr)
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

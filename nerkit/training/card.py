@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from nerkit.metrics import MISSED
+from nerkit.training.train import EpochRecord
 
 CARD = "MODEL_CARD.md"
 CURVE_PNG = "training_curve.png"
@@ -16,7 +19,7 @@ CONFUSION_PNG = "confusion_matrix.png"
 def write_card(
     card_dir: Path,
     manifest: dict[str, Any],
-    history: Sequence[Any],
+    history: Sequence[EpochRecord],
     confusion: dict[str, dict[str, int]],
 ) -> list[Path]:
     """Write MODEL_CARD.md and its plots into ``card_dir``; return the files written."""
@@ -120,14 +123,14 @@ def _confusion_table(confusion: dict[str, dict[str, int]]) -> list[str]:
     ]
 
 
-def _plot_curve(path: Path, history: Sequence[Any]) -> None:
-    import matplotlib
+# Figures are drawn with matplotlib's object API, which renders to files without pyplot's
+# global state or a display backend (containers have no display).
 
-    matplotlib.use("Agg")  # no display in containers
-    import matplotlib.pyplot as plt
 
+def _plot_curve(path: Path, history: Sequence[EpochRecord]) -> None:
     epochs = [h.epoch for h in history]
-    fig, loss_axis = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    loss_axis = fig.subplots()
     loss_axis.plot(epochs, [h.train_loss for h in history], "o-", color="tab:gray")
     loss_axis.set_xlabel("epoch")
     loss_axis.set_ylabel("train loss", color="tab:gray")
@@ -136,19 +139,14 @@ def _plot_curve(path: Path, history: Sequence[Any]) -> None:
     f1_axis.set_ylabel("validation entity F1", color="tab:blue")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _plot_confusion(path: Path, confusion: dict[str, dict[str, int]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = list(confusion)
     columns = sorted({c for row in confusion.values() for c in row})
     values = [[confusion[r].get(c, 0) for c in columns] for r in rows]
-    fig, axis = plt.subplots(figsize=(1.2 * len(columns) + 2, 0.8 * len(rows) + 1.5))
+    fig = Figure(figsize=(1.2 * len(columns) + 2, 0.8 * len(rows) + 1.5))
+    axis = fig.subplots()
     axis.imshow(values, cmap="Blues")
     axis.set_xticks(range(len(columns)), columns, rotation=30)
     axis.set_yticks(range(len(rows)), rows)
@@ -159,4 +157,3 @@ def _plot_confusion(path: Path, confusion: dict[str, dict[str, int]]) -> None:
             axis.text(j, i, str(value), ha="center", va="center", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

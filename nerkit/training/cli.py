@@ -5,6 +5,8 @@ against a local directory laid out like ``/opt/ml``: channels may be local paths
 ``s3://`` URIs (downloaded first, as SageMaker does); ``--publish`` then uploads the model
 through the quality gate. Publishing an existing artifact and rolling back are model-store
 operations: ``nerkit-models publish`` / ``nerkit-models rollback``.
+
+Exit status (``nerkit.exit_codes``): 0 ok, 1 error, 2 usage, 3 the gate refused the model.
 """
 
 from __future__ import annotations
@@ -18,13 +20,16 @@ import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from nerkit import artifact
 from nerkit.decoding import AGGREGATIONS, DECODINGS
+from nerkit.engine import NerEngine
 from nerkit.errors import ModelError
+from nerkit.exit_codes import ExitCode
 from nerkit.publish import publish
 from nerkit.store import ModelStore, new_s3_client, open_source, parse_s3_uri
+from nerkit.training.data import load_examples
+from nerkit.training.served import engine_scores, join_documents
 
 log = logging.getLogger("nerkit.train")
 
@@ -43,7 +48,7 @@ DEFAULT_HYPERPARAMETERS = {
 }
 # Trained in stages: each resumes the previous stage's checkpoints with more epochs, which
 # re-sizes the learning-rate schedule, so the rate rises again and decays to zero by the
-# stage's end (warm restarts). Torch validation F1 after each: 0.916, 0.925, 0.927, 0.928.
+# stage's end (warm restarts; README.md has what each stage gave).
 DEFAULT_EPOCH_STAGES = ("4", "7", "12", "16")
 
 
@@ -51,10 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = _parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(args))
     except (ModelError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.ERROR
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(json.dumps({"model": str(tar_path), "work": str(work)}))
     if args.uri:
         return _publish_and_report(tar_path, args)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_train_default(args: argparse.Namespace) -> int:
@@ -124,13 +129,14 @@ def cmd_train_default(args: argparse.Namespace) -> int:
         hyperparameters = {**DEFAULT_HYPERPARAMETERS, **overrides, "epochs": epochs}
         tar_path = run_local_job(args.work, channels, hyperparameters, DEFAULT_MODEL_DIR)
     print(json.dumps({"model": str(tar_path)}))
-    return 0
+    return ExitCode.OK
 
 
 def run_local_job(
     work: Path, channels: dict[str, str | None], hyperparameters: dict[str, str], out: Path
 ) -> Path:
     """Lay out ``work`` like /opt/ml, run the job, pack the artifact into ``out``."""
+    # Imported here: the job imports torch, which `evaluate` and `--help` do not need.
     from nerkit.training.job import JobPaths, run_job
 
     paths = JobPaths(work)
@@ -179,10 +185,6 @@ def _stage_channel(source: str, channel: Path) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from nerkit.engine import NerEngine
-    from nerkit.training.data import load_examples
-    from nerkit.training.job import engine_scores, join_documents
-
     with tempfile.TemporaryDirectory(prefix="nerkit-eval-") as cache:
         loaded = open_source(str(args.model), Path(cache)).fetch()
         engine = NerEngine.load(loaded.path, threads=os.cpu_count() or 1)
@@ -193,7 +195,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             engine, examples, aggregation=args.aggregation, decoding=args.decoding
         )
     print(json.dumps({"model": loaded.version, "data": str(args.data), **scores}, indent=2))
-    return 0
+    return ExitCode.OK
 
 
 def _publish_and_report(tar_path: Path, args: argparse.Namespace) -> int:
@@ -202,10 +204,10 @@ def _publish_and_report(tar_path: Path, args: argparse.Namespace) -> int:
         store, tar_path, min_f1=args.min_f1, must_beat_live=args.must_beat_live
     )
     print(json.dumps({"gate": asdict(decision), "live": asdict(pointer) if pointer else None}))
-    return 0 if decision.passed else 1
+    return ExitCode.OK if decision.passed else ExitCode.GATE_REFUSED
 
 
-def _parse_hp(pairs: list[str]) -> dict[str, Any]:
+def _parse_hp(pairs: list[str]) -> dict[str, str]:
     values = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

@@ -22,6 +22,7 @@ import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.transformers.optimizer import optimize_model
 from transformers import PreTrainedModel
 
 from nerkit.artifact import write_manifest
@@ -112,13 +113,10 @@ def fuse_transformer(
 ) -> dict[str, int]:
     """ONNX Runtime's BERT fusions (Attention, SkipLayerNormalization, BiasGelu).
 
-    On one CPU core the fused int8 default model answers a 30-word sentence in 8.8 ms
-    instead of 9.5 and its session starts several times faster (fewer nodes to optimise at
-    load), at the same F1. The fused ops are ONNX Runtime contrib ops, which is what serves
-    the artifact. Returns the count of each fused op.
+    Fewer, larger nodes: faster inference and a much faster session start, at the same F1
+    (docs/ARCHITECTURE.md, "Export choices"). The fused ops are ONNX Runtime contrib ops,
+    which is what serves the artifact. Returns the count of each fused op.
     """
-    from onnxruntime.transformers.optimizer import optimize_model
-
     optimized = optimize_model(
         str(onnx_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size
     )
@@ -136,11 +134,10 @@ def quantize_int8(
 ) -> None:
     """Dynamic int8 quantization of MatMul weights and, if asked, embedding tables (Gather).
 
-    Per-channel weight scales are the default: on the default CoNLL model they cost 0.18
-    F1 points against fp32 where one scale per tensor cost 0.6 (validation, through the
-    engine), for the same size. They come with 7-bit weights (``reduce_range``): x86 AVX2
-    kernels without VNNI can saturate u8 x s8 products, which per-channel scales hit (on
-    the tiny test model the largest logit error fell from 1.76 to 0.19).
+    Per-channel weight scales are the default: they lose less F1 than one scale per tensor,
+    for the same size. They come with 7-bit weights (``reduce_range``) because x86 AVX2
+    kernels without VNNI can saturate u8 x s8 products, which per-channel scales hit
+    (docs/ARCHITECTURE.md, "Export choices", has the measurements).
 
     The model is pre-processed first (symbolic shape inference and graph optimisation), as
     ONNX Runtime recommends. ``exclude_nodes`` names nodes of that pre-processed graph to

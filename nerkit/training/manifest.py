@@ -1,0 +1,112 @@
+"""The manifest a training job writes next to the model: how to serve it and how it was made.
+
+``nerkit.artifact`` checks the fields every artifact needs; the engine reads the serving
+fields (:func:`serving_fields`); the rest (metrics, hyperparameters, data, software) is the
+training record the model card and the quality gate read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nerkit.artifact import sha256_file
+from nerkit.features import CASING_SCHEME
+from nerkit.training.base_model import describe_base_model
+from nerkit.training.data import Example, fingerprint
+from nerkit.training.hyperparameters import Hyperparameters
+from nerkit.training.served import EVALUATION
+from nerkit.training.train import TrainResult
+
+# The packages whose versions decide what a model computes.
+SOFTWARE = ("torch", "transformers", "onnxruntime", "tokenizers")
+
+
+def serving_fields(
+    labels: Sequence[str],
+    *,
+    max_seq_length: int,
+    casing: bool,
+    transitions: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest fields the serving engine reads to run the model."""
+    return {
+        "labels": list(labels),
+        "max_seq_length": max_seq_length,
+        "do_lower_case": True,
+        "casing": CASING_SCHEME if casing else None,
+        "transitions": transitions,
+    }
+
+
+def result_serving_fields(hp: Hyperparameters, result: TrainResult) -> dict[str, Any]:
+    """:func:`serving_fields` of a training run."""
+    return serving_fields(
+        result.labels,
+        max_seq_length=hp.max_seq_length,
+        casing=hp.casing,
+        transitions=result.transitions,
+    )
+
+
+def untrained_manifest(
+    *, name: str, version: str, serving: dict[str, Any], quantization: str
+) -> dict[str, Any]:
+    """A manifest with no training record: enough to load and serve the model (candidates)."""
+    return {
+        "name": name,
+        "version": version,
+        **serving,
+        "quantization": quantization,
+        "metrics": {},
+    }
+
+
+def build_manifest(
+    hp: Hyperparameters,
+    base_dir: Path,
+    quantization: str,
+    served: dict[str, Any],
+    result: TrainResult,
+    data: dict[str, list[Example]],
+) -> dict[str, Any]:
+    """The released model's manifest; ``served`` are its metrics through the engine."""
+    now = datetime.now(UTC)
+    return {
+        "name": hp.name,
+        "version": f"{now:%Y%m%dT%H%M%SZ}-{sha256_file(base_dir / 'config.json')[:4]}"
+        f"{fingerprint(data['train'])[:4]}",
+        "created_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "base_model": describe_base_model(hp.base_model),
+        **result_serving_fields(hp, result),
+        "quantization": quantization,
+        "metrics": {
+            **served,
+            "evaluation": EVALUATION,
+            "best_epoch": result.best_epoch,
+            "history": [
+                {"epoch": r.epoch, "train_loss": r.train_loss, "validation_f1": r.validation["f1"]}
+                for r in result.history
+            ],
+        },
+        "hyperparameters": hp.as_strings(),
+        "training": {"seconds": round(result.train_seconds, 1), "hardware": _hardware()},
+        "data": {
+            name: {"sentences": len(examples), "sha256": fingerprint(examples)}
+            for name, examples in data.items()
+            if examples
+        },
+        "software": {pkg: metadata.version(pkg) for pkg in SOFTWARE},
+    }
+
+
+def _hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU x{os.cpu_count()} ({torch.get_num_threads()} torch threads)"

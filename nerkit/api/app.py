@@ -1,7 +1,8 @@
 """The HTTP API: ``create_app(settings)`` and the module-level ``app`` Lambda serves.
 
 Routes: ``GET /health`` (liveness), ``GET /ready`` (loads the model), ``GET /v1/model``,
-``POST /v1/entities``, ``GET /`` (the page, when enabled), ``/docs`` and ``/openapi.json``.
+``POST /v1/entities``, ``POST /v1/hf/token-classification`` (the Hugging Face contract, see
+``nerkit.api.hf``), ``GET /`` (the page, when enabled), ``/docs`` and ``/openapi.json``.
 Building the app reads the page and, with ``PRELOAD_MODEL`` (the default inside Lambda), loads
 the model; otherwise the model loads on first use.
 """
@@ -9,24 +10,20 @@ the model; otherwise the model loads on first use.
 from __future__ import annotations
 
 from pathlib import Path
-from time import perf_counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
-from pydantic import ValidationError
 
 from nerkit import __version__
-from nerkit.api import errors, logs
+from nerkit.api import errors, hf, logs
 from nerkit.api.body import read_json
-from nerkit.api.errors import ApiError, validation_details
 from nerkit.api.gateway import ApiGatewayPrefixMiddleware
 from nerkit.api.headers import SecurityHeadersMiddleware, page_csp
-from nerkit.api.model import REASONS, LoadedModel, ModelHolder, ModelUnavailableError
+from nerkit.api.inference import CurrentSettings, Holder, infer, invalid, loaded_model, validated
+from nerkit.api.model import REASONS, LoadedModel, ModelHolder
 from nerkit.api.schemas import (
-    SCORE_DECIMALS,
     BatchEntitiesResponse,
     EntitiesRequest,
     EntitiesResponse,
@@ -39,7 +36,7 @@ from nerkit.api.schemas import (
 )
 from nerkit.api.settings import Settings
 from nerkit.decoding import Entity
-from nerkit.engine import InvalidTextError, UnknownLabelsError
+from nerkit.engine import UnknownLabelsError
 
 PAGE = Path(__file__).with_name("page.html")
 _UNAVAILABLE = {
@@ -60,36 +57,9 @@ _BAD_REQUEST = {
 router = APIRouter()
 
 
-def _holder(request: Request) -> ModelHolder:
-    holder: ModelHolder = request.app.state.model
-    return holder
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-Holder = Annotated[ModelHolder, Depends(_holder)]
-CurrentSettings = Annotated[Settings, Depends(_settings)]
-
-
-def _model(holder: ModelHolder) -> LoadedModel:
-    try:
-        return holder.get()
-    except ModelUnavailableError as exc:
-        # Only the reason's category: the holder logs what failed, with names and paths.
-        raise ApiError(
-            503,
-            "model_unavailable",
-            "no model is available; quote the request id when reporting it",
-            [{"loc": [], "type": exc.reason, "msg": REASONS[exc.reason]}],
-        ) from None
-
-
 def _loaded_model(request: Request, holder: Holder) -> LoadedModel:
     # A sync dependency, so FastAPI runs a (slow) first load in its thread pool.
-    model = _model(holder)
+    model = loaded_model(holder)
     logs.request_record(request.scope).model_version = model.version
     return model
 
@@ -152,68 +122,42 @@ async def entities(
     request: Request, holder: Holder, settings: CurrentSettings
 ) -> EntitiesResponse | BatchEntitiesResponse:
     payload = await read_json(request, settings.max_body_bytes)
-    try:
-        body = EntitiesRequest.model_validate(
-            payload,
-            context={
-                "max_texts": settings.max_texts,
-                "max_text_chars": settings.max_text_chars,
-                "max_total_chars": settings.max_total_chars,
-            },
-        )
-    except ValidationError as exc:
-        raise ApiError(
-            422, "validation_error", "the request is not valid", validation_details(exc.errors())
-        ) from None
-    # Loaded only for a valid request: a client error is reported even while no model loads.
-    model = await run_in_threadpool(_model, holder)
+    body = validated(EntitiesRequest, payload, settings)
     texts = body.inputs
-    record = logs.request_record(request.scope)
-    record.model_version = model.version
-    record.n_texts, record.n_chars = len(texts), sum(map(len, texts))
-    if settings.log_text:
-        record.texts = texts
-    started = perf_counter()
     try:
-        results = await run_in_threadpool(
-            model.engine.predict,
+        inference = await infer(
+            request,
+            holder,
+            settings,
             texts,
-            aggregation=body.aggregation,
-            decoding=body.decoding,
-            labels=body.labels,
-            min_score=body.min_score,
+            lambda engine, texts: engine.predict(
+                texts,
+                aggregation=body.aggregation,
+                decoding=body.decoding,
+                labels=body.labels,
+                min_score=body.min_score,
+            ),
+            lambda index: ["text"] if body.text is not None else ["texts", index],
         )
     except UnknownLabelsError as exc:
-        raise _invalid(_unknown_labels(body.labels or [], exc)) from None
-    except InvalidTextError as exc:
-        record.texts = []  # not valid Unicode, so not writable to the log either
-        loc: list[str | int] = ["text"] if body.text is not None else ["texts", exc.index]
-        detail = {"loc": loc, "type": "invalid_text", "msg": "text holds a lone surrogate"}
-        raise _invalid([detail]) from None
-    took_ms = round((perf_counter() - started) * 1000, 2)
-    capped = _cap(results, settings.max_entities)
-    record.n_entities = sum(len(found) for found, _ in capped)
+        raise invalid(_unknown_labels(body.labels or [], exc)) from None
     if body.text is not None:
-        [(found, truncated)] = capped
+        [(found, truncated)] = inference.results
         return EntitiesResponse(
             entities=_entities(found),
             truncated=truncated,
-            model_version=model.version,
-            took_ms=took_ms,
+            model_version=inference.model_version,
+            took_ms=inference.took_ms,
         )
     return BatchEntitiesResponse(
         results=[
             TextEntities(entities=_entities(found), truncated=truncated)
-            for found, truncated in capped
+            for found, truncated in inference.results
         ],
-        truncated=any(truncated for _, truncated in capped),
-        model_version=model.version,
-        took_ms=took_ms,
+        truncated=any(truncated for _, truncated in inference.results),
+        model_version=inference.model_version,
+        took_ms=inference.took_ms,
     )
-
-
-def _invalid(details: list[dict[str, Any]]) -> ApiError:
-    return ApiError(422, "validation_error", "the request is not valid", details)
 
 
 def _unknown_labels(labels: list[str], exc: UnknownLabelsError) -> list[dict[str, Any]]:
@@ -230,30 +174,8 @@ def _unknown_labels(labels: list[str], exc: UnknownLabelsError) -> list[dict[str
     ]
 
 
-def _cap(results: list[list[Entity]], limit: int) -> list[tuple[list[Entity], bool]]:
-    """Each text's entities, and whether some were dropped so that the response holds at
-    most ``limit`` (MAX_ENTITIES keeps it under Lambda's 6 MB): texts keep theirs in order,
-    and the text that reaches the limit keeps its first ones by position."""
-    capped = []
-    left = limit
-    for found in results:
-        kept = found[:left]
-        capped.append((kept, len(kept) < len(found)))
-        left -= len(kept)
-    return capped
-
-
 def _entities(found: list[Entity]) -> list[EntityOut]:
-    return [
-        EntityOut(
-            entity_group=entity.entity_group,
-            score=round(float(entity.score), SCORE_DECIMALS),
-            word=entity.word,
-            start=entity.start,
-            end=entity.end,
-        )
-        for entity in found
-    ]
+    return [EntityOut.of(entity) for entity in found]
 
 
 def _page_router(page: str) -> APIRouter:
@@ -303,6 +225,7 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
         app.state.model.preload()
     errors.install(app)
     app.include_router(router)
+    app.include_router(hf.router)
     if settings.enable_page:
         app.include_router(_page_router(PAGE.read_text(encoding="utf-8")))
     # Added innermost first: the request log wraps everything, so it sees the final status.

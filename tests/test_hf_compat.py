@@ -343,7 +343,8 @@ def readme_snippet(name: str) -> str:
 
 
 # Runs in its own process, as a user's script does: huggingface_hub reads HF_HUB_OFFLINE
-# once, at import, and then refuses every request (loopback included).
+# once, at import, and then refuses every request (loopback included); so the variable is
+# cleared for the client's process only.
 CLIENT_DRIVER = """
 import json, os, sys
 from huggingface_hub import InferenceClient
@@ -359,7 +360,9 @@ print(json.dumps([[{k: v for k, v in vars(e).items() if v is not None}
 
 def client_env(url: str) -> dict[str, str]:
     env = {**os.environ, "NERKIT_URL": url, "NERKIT_API_KEY": "local-runs-need-no-key"}
-    env.pop("HF_HUB_OFFLINE", None)
+    # huggingface_hub reads either (the Makefile exports both) as "offline".
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        env.pop(name, None)
     return env
 
 
@@ -410,8 +413,30 @@ def test_real_clients_against_make_run(served: str, settings: Settings) -> None:
         got = answers[index * len(TEXTS) : (index + 1) * len(TEXTS)]
         assert got == entities_for(in_process, TEXTS, option)
 
-    # The README's snippets, verbatim: huggingface_hub, and the SageMaker predictor's payload.
-    printed = run_python(readme_snippet("huggingface-hub"), served)
-    assert "entity_group='PER'" in printed or "entity_group=" in printed
-    sagemaker = run_python(readme_snippet("sagemaker") + "\nprint(json.dumps(result))", served)
-    assert json.loads(sagemaker.strip().splitlines()[-1]) == expected[: len(TEXTS)]
+    # The README's snippets, verbatim, answer what the route answers for their requests.
+    hub = run_python(readme_snippet("huggingface-hub") + SHOW_HUB, served).splitlines()[-1]
+    shown = json.loads(hub)
+    direct = httpx.post(
+        f"{served}{PATH}",
+        json={"inputs": shown["text"], "parameters": {"aggregation_strategy": "first"}},
+        timeout=60,
+    )
+    assert shown["entities"] == direct.json() != []
+    sagemaker = run_python(readme_snippet("sagemaker") + SHOW_SAGEMAKER, served).splitlines()[-1]
+    shown = json.loads(sagemaker)
+    assert (
+        shown["result"] == httpx.post(f"{served}{PATH}", json=shown["payload"], timeout=60).json()
+    )
+    assert isinstance(shown["payload"]["inputs"], list) and len(shown["result"]) == len(
+        shown["payload"]["inputs"]
+    )
+
+
+SHOW_HUB = """
+import json
+print(json.dumps({"text": text, "entities": [
+    {k: v for k, v in vars(e).items() if v is not None} for e in entities]}))
+"""
+SHOW_SAGEMAKER = """
+print(json.dumps({"payload": payload, "result": result}))
+"""

@@ -113,6 +113,8 @@ def test_default_is_simple_aggregation_ignoring_o(client: TestClient) -> None:
     default = hf(client, {"inputs": TEXTS[0]}).json()
     assert default == hf(client, {"inputs": TEXTS[0], "parameters": {}}).json()
     assert default == hf(client, {"inputs": TEXTS[0], "parameters": None}).json()
+    nulls = {"aggregation_strategy": None, "ignore_labels": None, "stride": None}
+    assert default == hf(client, {"inputs": TEXTS[0], "parameters": nulls}).json()
     assert default == entities_for(client, TEXTS[:1], {"aggregation_strategy": "simple"})[0]
     assert all(set(e) == {"entity_group", "score", "word", "start", "end"} for e in default)
     assert all(e["entity_group"] != "O" for e in default)

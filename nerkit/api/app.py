@@ -9,6 +9,7 @@ the model; otherwise the model loads on first use.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -174,7 +175,7 @@ def _unknown_labels(labels: list[str], exc: UnknownLabelsError) -> list[dict[str
     ]
 
 
-def _entities(found: list[Entity]) -> list[EntityOut]:
+def _entities(found: Sequence[Entity]) -> list[EntityOut]:
     return [EntityOut.of(entity) for entity in found]
 
 
@@ -191,7 +192,8 @@ def _page_router(page: str) -> APIRouter:
 
 def _description(settings: Settings) -> str:
     return (
-        "Named-entity recognition (ONNX, CPU). Send `text` or `texts` to `POST /v1/entities`.\n\n"
+        "Named-entity recognition (ONNX, CPU). Send `text` or `texts` to `POST /v1/entities`; "
+        "clients of the Hugging Face Inference API use `POST /v1/hf/token-classification`.\n\n"
         f"Limits: at most {settings.max_texts} texts of {settings.max_text_chars} characters "
         f"each, {settings.max_total_chars} characters in all, and {settings.max_body_bytes} "
         f"bytes of JSON. A response holds at most {settings.max_entities} entities; a text "

@@ -23,6 +23,7 @@ the same engine call, limits and error envelope as ``POST /v1/entities``
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
@@ -34,6 +35,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    model_validator,
 )
 
 from nerkit.api.body import read_json
@@ -90,6 +92,14 @@ class HfParameters(BaseModel):
         "texts are always split into windows with a fixed overlap).",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any) -> Any:
+        # The pipeline reads a parameter given as None as not given.
+        if isinstance(value, dict):
+            return {name: given for name, given in value.items() if given is not None}
+        return value
+
 
 class HfRequest(BaseModel):
     """The Inference API's token-classification request."""
@@ -119,7 +129,10 @@ class HfToken(BaseModel):
     end: int
 
 
-def _predict(body: HfRequest) -> Any:
+Predict = Callable[[NerEngine, list[str]], Sequence[Sequence[Entity | Token]]]
+
+
+def _predict(body: HfRequest) -> Predict:
     """The engine call for ``body``: entities or tokens, without the ignored labels."""
     options = body.options
     ignored = set(options.ignore_labels)

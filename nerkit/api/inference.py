@@ -28,7 +28,7 @@ Body = TypeVar("Body", bound=BaseModel)
 class Inference(Generic[Item]):
     """Each text's items (entities or tokens) and whether some were cut at the cap."""
 
-    results: list[tuple[list[Item], bool]]
+    results: list[tuple[Sequence[Item], bool]]
     model_version: str
     took_ms: float
 
@@ -84,7 +84,7 @@ async def infer(
     holder: ModelHolder,
     settings: Settings,
     texts: list[str],
-    predict: Callable[[NerEngine, list[str]], Sequence[list[Item]]],
+    predict: Callable[[NerEngine, list[str]], Sequence[Sequence[Item]]],
     text_loc: Callable[[int], list[str | int]],
 ) -> Inference[Item]:
     """Run ``predict(engine, texts)`` for a validated request and cap its items.
@@ -116,11 +116,11 @@ async def infer(
     return Inference(capped, model.version, took_ms)
 
 
-def cap(results: Sequence[list[Item]], limit: int) -> list[tuple[list[Item], bool]]:
+def cap(results: Sequence[Sequence[Item]], limit: int) -> list[tuple[Sequence[Item], bool]]:
     """Each text's items, and whether some were dropped so that the response holds at most
     ``limit`` (MAX_ENTITIES keeps it under Lambda's 6 MB): texts keep theirs in order, and
     the text that reaches the limit keeps its first ones by position."""
-    capped = []
+    capped: list[tuple[Sequence[Item], bool]] = []
     left = limit
     for found in results:
         kept = found[:left]

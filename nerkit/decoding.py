@@ -85,7 +85,7 @@ class Token:
 
     entity: str  # the full label, e.g. B-PER or O
     score: float
-    index: int  # position in the model input, special tokens counted
+    index: int  # position among the text's tokens, the template's leading ones counted
     word: str
     start: int
     end: int

@@ -176,6 +176,24 @@ def test_none_matches_the_transformers_pipeline(
             assert token.word == text[token.start : token.end]
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_o_groups_match_the_transformers_pipeline(
+    tiny_artifact_dir: Path, tiny_model_dir: Path, strategy: str
+) -> None:
+    """With ``ignore_labels: []`` the pipeline returns the O groups too; so does the engine."""
+    from transformers import pipeline
+
+    classifier = pipeline("token-classification", model=str(tiny_model_dir))
+    engine = NerEngine.load(tiny_artifact_dir)
+    expected = classifier(TEXTS, aggregation_strategy=strategy, ignore_labels=[])
+    ours = engine.predict(TEXTS, aggregation=strategy, decoding="argmax", outside=True)
+    for text, want, got in zip(TEXTS, expected, ours, strict=True):
+        assert [(e["entity_group"], e["start"], e["end"]) for e in want] == [
+            (e.entity_group, e.start, e.end) for e in got
+        ], text
+        assert "O" in {e.entity_group for e in got}
+
+
 def test_none_follows_viterbi_when_asked(tiny_artifact_dir: Path) -> None:
     """The engine's per-token mode honours ``decoding`` like ``predict`` does."""
     engine = NerEngine.load(tiny_artifact_dir)

@@ -123,7 +123,7 @@ class HfToken(BaseModel):
 
     entity: str = Field(description="The token's label, e.g. B-PER.")
     score: float
-    index: int = Field(description="The token's position in the model input.")
+    index: int = Field(description="The token's position among the text's tokens ([CLS] is 0).")
     word: str
     start: int
     end: int

@@ -313,7 +313,7 @@ def test_openapi_documents_the_route(client: TestClient) -> None:
     assert set(content["schema"]["properties"]) == {"inputs", "parameters"}
     assert {"one text", "batch, per word", "tokens"} <= set(content["examples"])
     assert "simple" in operation["description"] and "stride" in operation["description"]
-    assert {"200", "422", "503"} <= set(operation["responses"])
+    assert {"200", "400", "413", "415", "422", "503"} <= set(operation["responses"])
 
 
 # -- the SageMaker predictor's request through the Lambda handler ---------------------------

@@ -22,14 +22,22 @@ from nerkit.api import errors, hf, logs
 from nerkit.api.body import read_json
 from nerkit.api.gateway import ApiGatewayPrefixMiddleware
 from nerkit.api.headers import SecurityHeadersMiddleware, page_csp
-from nerkit.api.inference import CurrentSettings, Holder, infer, invalid, loaded_model, validated
-from nerkit.api.model import REASONS, LoadedModel, ModelHolder
+from nerkit.api.inference import (
+    BAD_REQUEST,
+    UNAVAILABLE,
+    CurrentSettings,
+    Holder,
+    infer,
+    invalid,
+    loaded_model,
+    validated,
+)
+from nerkit.api.model import LoadedModel, ModelHolder
 from nerkit.api.schemas import (
     BatchEntitiesResponse,
     EntitiesRequest,
     EntitiesResponse,
     EntityOut,
-    ErrorResponse,
     Health,
     ModelInfo,
     Ready,
@@ -40,21 +48,6 @@ from nerkit.decoding import Entity
 from nerkit.engine import UnknownLabelsError
 
 PAGE = Path(__file__).with_name("page.html")
-_UNAVAILABLE = {
-    503: {
-        "model": ErrorResponse,
-        "description": "No model can be loaded; `details[0].type` says why: "
-        + ", ".join(f"`{reason}`" for reason in REASONS)
-        + ".",
-    }
-}
-_BAD_REQUEST = {
-    400: {"model": ErrorResponse, "description": "Not UTF-8 (invalid_encoding) or not JSON."},
-    413: {"model": ErrorResponse, "description": "The body is over MAX_BODY_BYTES."},
-    415: {"model": ErrorResponse, "description": "The body is not application/json."},
-    422: {"model": ErrorResponse, "description": "The JSON does not fit the schema or limits."},
-}
-
 router = APIRouter()
 
 
@@ -73,12 +66,12 @@ def health() -> Health:
     return Health()
 
 
-@router.get("/ready", summary="Readiness: the model is loaded", responses=_UNAVAILABLE)
+@router.get("/ready", summary="Readiness: the model is loaded", responses=UNAVAILABLE)
 def ready(model: Model, holder: Holder) -> Ready:
     return Ready(model_version=model.version, refresh_error=holder.status().error)
 
 
-@router.get("/v1/model", summary="The served model", responses=_UNAVAILABLE)
+@router.get("/v1/model", summary="The served model", responses=UNAVAILABLE)
 def model_info(model: Model) -> ModelInfo:
     manifest = model.manifest
     return ModelInfo(
@@ -96,7 +89,7 @@ def model_info(model: Model) -> ModelInfo:
 @router.post(
     "/v1/entities",
     summary="Find the named entities in one text or a batch",
-    responses={**_BAD_REQUEST, **_UNAVAILABLE},
+    responses={**BAD_REQUEST, **UNAVAILABLE},
     # The body is read by hand (see nerkit.api.body), so its schema is declared here.
     openapi_extra={
         "requestBody": {

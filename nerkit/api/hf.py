@@ -40,8 +40,8 @@ from pydantic import (
 
 from nerkit.api.body import read_json
 from nerkit.api.errors import ApiError
-from nerkit.api.inference import CurrentSettings, Holder, infer, validated
-from nerkit.api.schemas import SCORE_DECIMALS, EntityOut, ErrorResponse, Text, check_batch
+from nerkit.api.inference import BAD_REQUEST, UNAVAILABLE, CurrentSettings, Holder, infer, validated
+from nerkit.api.schemas import SCORE_DECIMALS, EntityOut, Text, check_batch
 from nerkit.decoding import OUTSIDE, Entity, Token
 from nerkit.engine import NerEngine
 
@@ -195,12 +195,7 @@ router = APIRouter()
         "`X-Entities-Truncated: true`."
     ),
     response_model=list[EntityOut | HfToken] | list[list[EntityOut | HfToken]],
-    responses={
-        413: {"model": ErrorResponse, "description": "The body is over MAX_BODY_BYTES."},
-        415: {"model": ErrorResponse, "description": "The body is not application/json."},
-        422: {"model": ErrorResponse, "description": "Unknown parameters, or over a limit."},
-        503: {"model": ErrorResponse, "description": "No model can be loaded."},
-    },
+    responses={**BAD_REQUEST, **UNAVAILABLE},
     openapi_extra={
         "requestBody": {
             "required": True,

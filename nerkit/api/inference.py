@@ -17,8 +17,25 @@ from starlette.requests import Request
 from nerkit.api import logs
 from nerkit.api.errors import ApiError, validation_details
 from nerkit.api.model import REASONS, LoadedModel, ModelHolder, ModelUnavailableError
+from nerkit.api.schemas import ErrorResponse
 from nerkit.api.settings import Settings
 from nerkit.engine import InvalidTextError, NerEngine
+
+# OpenAPI responses of the inference routes.
+UNAVAILABLE = {
+    503: {
+        "model": ErrorResponse,
+        "description": "No model can be loaded; `details[0].type` says why: "
+        + ", ".join(f"`{reason}`" for reason in REASONS)
+        + ".",
+    }
+}
+BAD_REQUEST = {
+    400: {"model": ErrorResponse, "description": "Not UTF-8 (invalid_encoding) or not JSON."},
+    413: {"model": ErrorResponse, "description": "The body is over MAX_BODY_BYTES."},
+    415: {"model": ErrorResponse, "description": "The body is not application/json."},
+    422: {"model": ErrorResponse, "description": "The JSON does not fit the schema or limits."},
+}
 
 Item = TypeVar("Item")
 Body = TypeVar("Body", bound=BaseModel)

@@ -2,7 +2,8 @@
 
 Routes (all one Lambda proxy integration; FastAPI routes inside):
 
-* ``POST /v1/entities``, ``GET /v1/model``: API key required (usage plan: throttle + quota).
+* ``POST /v1/entities``, ``POST /v1/hf/token-classification`` (the Hugging Face contract),
+  ``GET /v1/model``: API key required (usage plan: throttle + quota).
 * ``GET /health``, ``GET /ready``: open, for load balancers and uptime checks; they reveal
   nothing but liveness and whether a model is loaded.
 * ``GET /`` (``enable_page``): the static HTML page. It is open, but it is only HTML/JS: it
@@ -296,12 +297,20 @@ class Serving(Construct):
             request_validator=validator,
             request_models={"application/json": body},
         )
+        hf = v1.add_resource("hf").add_resource("token-classification")
+        hf.add_method(
+            "POST",
+            integration,
+            api_key_required=True,
+            request_validator=validator,
+            request_models={"application/json": body},
+        )
         model = v1.add_resource("model")
         model.add_method("GET", integration, api_key_required=True)
         if settings.cors_origins:
             # Preflights are answered by the gateway (no key, no Lambda); the app adds the
             # CORS headers to real responses from the same list (CORS_ORIGINS).
-            for resource in (entities, model):
+            for resource in (entities, hf, model):
                 resource.add_cors_preflight(
                     allow_origins=list(settings.cors_origins),
                     allow_methods=["GET", "POST", "OPTIONS"],

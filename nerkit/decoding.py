@@ -30,6 +30,11 @@ Two ``decoding`` modes choose the tokens' labels before aggregation:
   data, weighted against the model's scores. Scores stay the model's probabilities of the
   labels chosen.
 
+``label_tokens`` is the pipeline's ``aggregation_strategy="none"``: each token's chosen label
+(``entity``, e.g. ``B-PER``), its score and its ``index`` in the model input, with ``word``
+again the text under the token's offsets (the pipeline returns the vocabulary string, e.g.
+``##kel``).
+
 The pipeline's word test is kept as is, quirks included: with a WordPiece tokenizer a token
 continues a word when its vocabulary string and its surface differ in length, so a token
 whose surface holds a combining accent the normaliser stripped (``"e\\u0301t"`` -> ``et``)
@@ -72,6 +77,19 @@ class Entity:
 
     entity_group: str
     score: float
+    word: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Token:
+    """One token and its label, as the pipeline's ``none`` strategy reports it.
+    ``word == text[start:end]``."""
+
+    entity: str  # the full label, e.g. B-PER or O
+    score: float
+    index: int  # position among the text's tokens, the template's leading ones counted
     word: str
     start: int
     end: int
@@ -152,31 +170,69 @@ def decode(
     aggregation: str,
     decoding: str = "viterbi",
     prior: TransitionPrior | None = None,
+    outside: bool = False,
 ) -> list[Entity]:
     """Entities of ``text`` from the probabilities of its non-special tokens.
 
     ``scores`` is ``[tokens, labels]`` (softmax output), ``offsets`` ``[tokens, 2]`` character
     offsets into ``text``, ``is_subword`` from :func:`subword_flags`; special tokens must
     already be removed (the pipeline skips them before anything else). ``prior`` is used by
-    ``viterbi`` only.
+    ``viterbi`` only. With ``outside`` the groups labelled ``O`` are kept too (entity_group
+    ``O``), as the pipeline returns them when its ``ignore_labels`` leaves ``O`` out.
     """
     check_options(aggregation, decoding)
     if len(scores) == 0:
         return []
     table = _label_table(tuple(labels))
-    if decoding == "viterbi":
-        scores = _only_path(scores, bio_viterbi(scores, table.inside, table.opener, prior))
+    scores = _decoded(scores, table, decoding, prior)
     if aggregation == "simple":
         units = _token_units(scores, offsets)
     else:
         units = _word_units(scores, offsets, is_subword, aggregation)
-    return _group(text, units, table)
+    return _group(text, units, table, outside)
+
+
+def label_tokens(
+    text: str,
+    scores: np.ndarray,
+    offsets: np.ndarray,
+    indices: np.ndarray,
+    labels: Sequence[str],
+    decoding: str = "viterbi",
+    prior: TransitionPrior | None = None,
+) -> list[Token]:
+    """Every token of ``text`` with its label, ``O`` included: the pipeline's ``none``.
+
+    ``scores`` and ``offsets`` are as for :func:`decode`; ``indices`` the tokens' positions
+    in the model input. Each token takes the label ``decoding`` chooses for it and that
+    label's probability as its score.
+    """
+    check_decoding(decoding)
+    if len(scores) == 0:
+        return []
+    units = _token_units(_decoded(scores, _label_table(tuple(labels)), decoding, prior), offsets)
+    return [
+        Token(labels[label], float(score), int(index), text[start:end], int(start), int(end))
+        for label, score, index, start, end in zip(
+            units.label.tolist(),
+            units.score,
+            indices.tolist(),
+            units.start.tolist(),
+            units.end.tolist(),
+            strict=True,
+        )
+    ]
 
 
 def check_options(aggregation: str, decoding: str) -> None:
     """Raise ``ValueError`` unless both are among ``AGGREGATIONS`` and ``DECODINGS``."""
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}: {aggregation!r}")
+    check_decoding(decoding)
+
+
+def check_decoding(decoding: str) -> None:
+    """Raise ``ValueError`` unless ``decoding`` is among ``DECODINGS``."""
     if decoding not in DECODINGS:
         raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}: {decoding!r}")
 
@@ -304,6 +360,15 @@ def _label_table(labels: tuple[str, ...]) -> _LabelTable:
     )
 
 
+def _decoded(
+    scores: np.ndarray, table: _LabelTable, decoding: str, prior: TransitionPrior | None
+) -> np.ndarray:
+    """``scores`` as aggregation sees them: as they are (argmax) or only the viterbi path's."""
+    if decoding == "argmax":
+        return scores
+    return _only_path(scores, bio_viterbi(scores, table.inside, table.opener, prior))
+
+
 def _only_path(scores: np.ndarray, path: np.ndarray) -> np.ndarray:
     """``scores`` with every label but the chosen one zeroed, so aggregation follows ``path``."""
     rows = np.arange(len(path))
@@ -357,8 +422,9 @@ def _segment_nanmean(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
         return (sums / counts).astype(values.dtype)
 
 
-def _group(text: str, units: _Units, table: _LabelTable) -> list[Entity]:
-    """The pipeline's group_entities: merge neighbours of one type unless the next is B-."""
+def _group(text: str, units: _Units, table: _LabelTable, outside: bool) -> list[Entity]:
+    """The pipeline's group_entities: merge neighbours of one type unless the next is B-;
+    groups labelled ``O`` only with ``outside``."""
     tags = table.tags[units.label]
     starts_group = np.ones(len(tags), dtype=bool)
     starts_group[1:] = table.begins[units.label[1:]] | (tags[1:] != tags[:-1])
@@ -366,7 +432,7 @@ def _group(text: str, units: _Units, table: _LabelTable) -> list[Entity]:
     last = np.append(first[1:], len(tags)) - 1
     group_labels = units.label[first]
     group_scores = _segment_nanmean(units.score, first)
-    keep = ~table.outside[group_labels]
+    keep = np.ones(len(group_labels), dtype=bool) if outside else ~table.outside[group_labels]
     entities = []
     for label, score, raw_start, raw_end in zip(
         group_labels[keep],

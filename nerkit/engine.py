@@ -21,10 +21,13 @@ from tokenizers import Encoding, Tokenizer
 from nerkit.artifact import ArtifactError, verify
 from nerkit.decoding import (
     Entity,
+    Token,
     TransitionPrior,
+    check_decoding,
     check_options,
     decode,
     entity_group_name,
+    label_tokens,
     softmax,
     subword_flags,
     transition_prior,
@@ -36,6 +39,7 @@ __all__ = [
     "Entity",
     "InvalidTextError",
     "NerEngine",
+    "Token",
     "UnknownLabelsError",
     "assign_windows",
     "plan_windows",
@@ -226,35 +230,60 @@ class NerEngine:
         decoding: str = "viterbi",
         labels: Collection[str] | None = None,
         min_score: float = 0.0,
+        outside: bool = False,
     ) -> list[list[Entity]]:
         """Entities of each text, in text order; ``word == text[start:end]`` always.
 
-        ``aggregation`` and ``decoding`` are as in :func:`nerkit.decoding.decode`. ``labels``
-        keeps only those entity types (unknown ones raise ``UnknownLabelsError``),
-        ``min_score`` drops entities scoring below it. A text that is not valid Unicode raises
-        ``InvalidTextError``; both are ``ValueError``s raised before any inference.
+        ``aggregation``, ``decoding`` and ``outside`` are as in
+        :func:`nerkit.decoding.decode`. ``labels`` keeps only those entity types (unknown
+        ones raise ``UnknownLabelsError``; ``O`` groups, asked for with ``outside``, are
+        kept), ``min_score`` drops entities scoring below it. A text that is not valid
+        Unicode raises ``InvalidTextError``; both are ``ValueError``s raised before any
+        inference.
         """
-        self._check_request(texts, aggregation, decoding, labels)
+        check_options(aggregation, decoding)
+        self._check_request(texts, labels)
+        results = []
+        for doc, scores in self._scored(texts):
+            entities = self._decode(doc, scores, aggregation, decoding, outside)
+            results.append([e for e in entities if _wanted(e, labels, min_score)])
+        return results
+
+    def predict_tokens(
+        self, texts: Sequence[str], *, decoding: str = "viterbi"
+    ) -> list[list[Token]]:
+        """Every (non-special) token of each text with its label, ``O`` included: the
+        pipeline's ``aggregation_strategy="none"``. ``decoding`` and the errors are as for
+        :meth:`predict`; ``index`` counts the template's special tokens, as the model input
+        of a text that fits one window does."""
+        check_decoding(decoding)
+        self._check_request(texts, None)
+        results = []
+        for doc, scores in self._scored(texts):
+            keep, offsets, _ = self._content(doc)
+            indices = doc.prefix + np.flatnonzero(keep)
+            results.append(
+                label_tokens(
+                    doc.text, scores[keep], offsets, indices, self._labels, decoding, self._prior
+                )
+            )
+        return results
+
+    def _scored(self, texts: Sequence[str]) -> list[tuple[_Document, np.ndarray]]:
+        """Each text's document and its content tokens' probabilities, in text order."""
         documents = [
             self._document(text, encoding)
             for text, encoding in zip(texts, self._encode(texts), strict=True)
         ]
-        results = []
-        for doc, scores in zip(documents, self._document_scores(documents), strict=True):
-            entities = self._decode(doc, scores, aggregation, decoding)
-            results.append([e for e in entities if _wanted(e, labels, min_score)])
-        return results
+        return list(zip(documents, self._document_scores(documents), strict=True))
 
     def _check_request(
         self,
         texts: Sequence[str],
-        aggregation: str,
-        decoding: str,
         labels: Collection[str] | None,
     ) -> None:
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not a string")
-        check_options(aggregation, decoding)
         if labels is not None:
             known = self.entity_types
             unknown = list(dict.fromkeys(label for label in labels if label not in known))
@@ -380,14 +409,20 @@ class NerEngine:
         }
         return self._session.run(["logits"], feeds)[0]
 
-    def _decode(
-        self, doc: _Document, scores: np.ndarray, aggregation: str, decoding: str
-    ) -> list[Entity]:
-        # The pipeline skips special tokens; inside the content they are rare (typed by the
-        # user and marked special by the tokenizer), so only then pay for filtering tokens.
+    def _content(self, doc: _Document) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Which content tokens the pipeline looks at (a mask), their offsets and strings.
+
+        The pipeline skips special tokens; inside the content they are rare (typed by the
+        user and marked special by the tokenizer), so only then pay for filtering tokens.
+        """
         keep = ~doc.special
         tokens = doc.tokens if keep.all() else [doc.tokens[i] for i in np.flatnonzero(keep)]
-        offsets = doc.offsets[keep]
+        return keep, doc.offsets[keep], tokens
+
+    def _decode(
+        self, doc: _Document, scores: np.ndarray, aggregation: str, decoding: str, outside: bool
+    ) -> list[Entity]:
+        keep, offsets, tokens = self._content(doc)
         ids = doc.ids[doc.prefix : doc.prefix + doc.length][keep]
         flags = subword_flags(
             doc.text,
@@ -397,7 +432,15 @@ class NerEngine:
             subword_prefix=self._subword_prefix,
         )
         return decode(
-            doc.text, scores[keep], offsets, flags, self._labels, aggregation, decoding, self._prior
+            doc.text,
+            scores[keep],
+            offsets,
+            flags,
+            self._labels,
+            aggregation,
+            decoding,
+            self._prior,
+            outside,
         )
 
 
@@ -503,7 +546,9 @@ def _out_of_memory(exc: Exception) -> bool:
 
 
 def _wanted(entity: Entity, labels: Collection[str] | None, min_score: float) -> bool:
-    return entity.score >= min_score and (labels is None or entity.entity_group in labels)
+    # O groups exist only when the caller asked for them, so ``labels`` does not filter them.
+    kept_type = labels is None or entity.entity_group in labels or entity.entity_group == OUTSIDE
+    return entity.score >= min_score and kept_type
 
 
 def _positive(name: str, value: int) -> int:

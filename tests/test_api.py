@@ -1049,7 +1049,13 @@ def test_json_responses_are_nosniff(client: TestClient, settings: Settings) -> N
 
 def test_openapi_and_docs(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
-    assert set(schema["paths"]) == {"/health", "/ready", "/v1/model", "/v1/entities"}
+    assert set(schema["paths"]) == {
+        "/health",
+        "/ready",
+        "/v1/model",
+        "/v1/entities",
+        "/v1/hf/token-classification",
+    }
     post_op = schema["paths"]["/v1/entities"]["post"]
     request_schema = post_op["requestBody"]["content"]["application/json"]["schema"]
     assert set(request_schema["properties"]) == {

@@ -1,37 +1,43 @@
 """The HTTP API: ``create_app(settings)`` and the module-level ``app`` Lambda serves.
 
 Routes: ``GET /health`` (liveness), ``GET /ready`` (loads the model), ``GET /v1/model``,
-``POST /v1/entities``, ``GET /`` (the page, when enabled), ``/docs`` and ``/openapi.json``.
+``POST /v1/entities``, ``POST /v1/hf/token-classification`` (the Hugging Face contract, see
+``nerkit.api.hf``), ``GET /`` (the page, when enabled), ``/docs`` and ``/openapi.json``.
 Building the app reads the page and, with ``PRELOAD_MODEL`` (the default inside Lambda), loads
 the model; otherwise the model loads on first use.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from time import perf_counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
-from pydantic import ValidationError
 
 from nerkit import __version__
-from nerkit.api import errors, logs
+from nerkit.api import errors, hf, logs
 from nerkit.api.body import read_json
-from nerkit.api.errors import ApiError, validation_details
 from nerkit.api.gateway import ApiGatewayPrefixMiddleware
 from nerkit.api.headers import SecurityHeadersMiddleware, page_csp
-from nerkit.api.model import REASONS, LoadedModel, ModelHolder, ModelUnavailableError
+from nerkit.api.inference import (
+    BAD_REQUEST,
+    UNAVAILABLE,
+    CurrentSettings,
+    Holder,
+    infer,
+    invalid,
+    loaded_model,
+    validated,
+)
+from nerkit.api.model import LoadedModel, ModelHolder
 from nerkit.api.schemas import (
-    SCORE_DECIMALS,
     BatchEntitiesResponse,
     EntitiesRequest,
     EntitiesResponse,
     EntityOut,
-    ErrorResponse,
     Health,
     ModelInfo,
     Ready,
@@ -39,57 +45,15 @@ from nerkit.api.schemas import (
 )
 from nerkit.api.settings import Settings
 from nerkit.decoding import Entity
-from nerkit.engine import InvalidTextError, UnknownLabelsError
+from nerkit.engine import UnknownLabelsError
 
 PAGE = Path(__file__).with_name("page.html")
-_UNAVAILABLE = {
-    503: {
-        "model": ErrorResponse,
-        "description": "No model can be loaded; `details[0].type` says why: "
-        + ", ".join(f"`{reason}`" for reason in REASONS)
-        + ".",
-    }
-}
-_BAD_REQUEST = {
-    400: {"model": ErrorResponse, "description": "Not UTF-8 (invalid_encoding) or not JSON."},
-    413: {"model": ErrorResponse, "description": "The body is over MAX_BODY_BYTES."},
-    415: {"model": ErrorResponse, "description": "The body is not application/json."},
-    422: {"model": ErrorResponse, "description": "The JSON does not fit the schema or limits."},
-}
-
 router = APIRouter()
-
-
-def _holder(request: Request) -> ModelHolder:
-    holder: ModelHolder = request.app.state.model
-    return holder
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-Holder = Annotated[ModelHolder, Depends(_holder)]
-CurrentSettings = Annotated[Settings, Depends(_settings)]
-
-
-def _model(holder: ModelHolder) -> LoadedModel:
-    try:
-        return holder.get()
-    except ModelUnavailableError as exc:
-        # Only the reason's category: the holder logs what failed, with names and paths.
-        raise ApiError(
-            503,
-            "model_unavailable",
-            "no model is available; quote the request id when reporting it",
-            [{"loc": [], "type": exc.reason, "msg": REASONS[exc.reason]}],
-        ) from None
 
 
 def _loaded_model(request: Request, holder: Holder) -> LoadedModel:
     # A sync dependency, so FastAPI runs a (slow) first load in its thread pool.
-    model = _model(holder)
+    model = loaded_model(holder)
     logs.request_record(request.scope).model_version = model.version
     return model
 
@@ -102,12 +66,12 @@ def health() -> Health:
     return Health()
 
 
-@router.get("/ready", summary="Readiness: the model is loaded", responses=_UNAVAILABLE)
+@router.get("/ready", summary="Readiness: the model is loaded", responses=UNAVAILABLE)
 def ready(model: Model, holder: Holder) -> Ready:
     return Ready(model_version=model.version, refresh_error=holder.status().error)
 
 
-@router.get("/v1/model", summary="The served model", responses=_UNAVAILABLE)
+@router.get("/v1/model", summary="The served model", responses=UNAVAILABLE)
 def model_info(model: Model) -> ModelInfo:
     manifest = model.manifest
     return ModelInfo(
@@ -125,7 +89,7 @@ def model_info(model: Model) -> ModelInfo:
 @router.post(
     "/v1/entities",
     summary="Find the named entities in one text or a batch",
-    responses={**_BAD_REQUEST, **_UNAVAILABLE},
+    responses={**BAD_REQUEST, **UNAVAILABLE},
     # The body is read by hand (see nerkit.api.body), so its schema is declared here.
     openapi_extra={
         "requestBody": {
@@ -152,68 +116,42 @@ async def entities(
     request: Request, holder: Holder, settings: CurrentSettings
 ) -> EntitiesResponse | BatchEntitiesResponse:
     payload = await read_json(request, settings.max_body_bytes)
-    try:
-        body = EntitiesRequest.model_validate(
-            payload,
-            context={
-                "max_texts": settings.max_texts,
-                "max_text_chars": settings.max_text_chars,
-                "max_total_chars": settings.max_total_chars,
-            },
-        )
-    except ValidationError as exc:
-        raise ApiError(
-            422, "validation_error", "the request is not valid", validation_details(exc.errors())
-        ) from None
-    # Loaded only for a valid request: a client error is reported even while no model loads.
-    model = await run_in_threadpool(_model, holder)
+    body = validated(EntitiesRequest, payload, settings)
     texts = body.inputs
-    record = logs.request_record(request.scope)
-    record.model_version = model.version
-    record.n_texts, record.n_chars = len(texts), sum(map(len, texts))
-    if settings.log_text:
-        record.texts = texts
-    started = perf_counter()
     try:
-        results = await run_in_threadpool(
-            model.engine.predict,
+        inference = await infer(
+            request,
+            holder,
+            settings,
             texts,
-            aggregation=body.aggregation,
-            decoding=body.decoding,
-            labels=body.labels,
-            min_score=body.min_score,
+            lambda engine, texts: engine.predict(
+                texts,
+                aggregation=body.aggregation,
+                decoding=body.decoding,
+                labels=body.labels,
+                min_score=body.min_score,
+            ),
+            lambda index: ["text"] if body.text is not None else ["texts", index],
         )
     except UnknownLabelsError as exc:
-        raise _invalid(_unknown_labels(body.labels or [], exc)) from None
-    except InvalidTextError as exc:
-        record.texts = []  # not valid Unicode, so not writable to the log either
-        loc: list[str | int] = ["text"] if body.text is not None else ["texts", exc.index]
-        detail = {"loc": loc, "type": "invalid_text", "msg": "text holds a lone surrogate"}
-        raise _invalid([detail]) from None
-    took_ms = round((perf_counter() - started) * 1000, 2)
-    capped = _cap(results, settings.max_entities)
-    record.n_entities = sum(len(found) for found, _ in capped)
+        raise invalid(_unknown_labels(body.labels or [], exc)) from None
     if body.text is not None:
-        [(found, truncated)] = capped
+        [(found, truncated)] = inference.results
         return EntitiesResponse(
             entities=_entities(found),
             truncated=truncated,
-            model_version=model.version,
-            took_ms=took_ms,
+            model_version=inference.model_version,
+            took_ms=inference.took_ms,
         )
     return BatchEntitiesResponse(
         results=[
             TextEntities(entities=_entities(found), truncated=truncated)
-            for found, truncated in capped
+            for found, truncated in inference.results
         ],
-        truncated=any(truncated for _, truncated in capped),
-        model_version=model.version,
-        took_ms=took_ms,
+        truncated=any(truncated for _, truncated in inference.results),
+        model_version=inference.model_version,
+        took_ms=inference.took_ms,
     )
-
-
-def _invalid(details: list[dict[str, Any]]) -> ApiError:
-    return ApiError(422, "validation_error", "the request is not valid", details)
 
 
 def _unknown_labels(labels: list[str], exc: UnknownLabelsError) -> list[dict[str, Any]]:
@@ -230,30 +168,8 @@ def _unknown_labels(labels: list[str], exc: UnknownLabelsError) -> list[dict[str
     ]
 
 
-def _cap(results: list[list[Entity]], limit: int) -> list[tuple[list[Entity], bool]]:
-    """Each text's entities, and whether some were dropped so that the response holds at
-    most ``limit`` (MAX_ENTITIES keeps it under Lambda's 6 MB): texts keep theirs in order,
-    and the text that reaches the limit keeps its first ones by position."""
-    capped = []
-    left = limit
-    for found in results:
-        kept = found[:left]
-        capped.append((kept, len(kept) < len(found)))
-        left -= len(kept)
-    return capped
-
-
-def _entities(found: list[Entity]) -> list[EntityOut]:
-    return [
-        EntityOut(
-            entity_group=entity.entity_group,
-            score=round(float(entity.score), SCORE_DECIMALS),
-            word=entity.word,
-            start=entity.start,
-            end=entity.end,
-        )
-        for entity in found
-    ]
+def _entities(found: Sequence[Entity]) -> list[EntityOut]:
+    return [EntityOut.of(entity) for entity in found]
 
 
 def _page_router(page: str) -> APIRouter:
@@ -269,7 +185,8 @@ def _page_router(page: str) -> APIRouter:
 
 def _description(settings: Settings) -> str:
     return (
-        "Named-entity recognition (ONNX, CPU). Send `text` or `texts` to `POST /v1/entities`.\n\n"
+        "Named-entity recognition (ONNX, CPU). Send `text` or `texts` to `POST /v1/entities`; "
+        "clients of the Hugging Face Inference API use `POST /v1/hf/token-classification`.\n\n"
         f"Limits: at most {settings.max_texts} texts of {settings.max_text_chars} characters "
         f"each, {settings.max_total_chars} characters in all, and {settings.max_body_bytes} "
         f"bytes of JSON. A response holds at most {settings.max_entities} entities; a text "
@@ -303,6 +220,7 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
         app.state.model.preload()
     errors.install(app)
     app.include_router(router)
+    app.include_router(hf.router)
     if settings.enable_page:
         app.include_router(_page_router(PAGE.read_text(encoding="utf-8")))
     # Added innermost first: the request log wraps everything, so it sees the final status.

@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from nerkit.decoding import Aggregation, Decoding
+from nerkit.decoding import Aggregation, Decoding, Entity
 
 # Scores are reported to 4 decimals: finer digits are noise for a softmax over a small model
 # and only make responses longer.
@@ -43,6 +43,32 @@ def _check_text(text: str, info: ValidationInfo) -> str:
 
 
 Text = Annotated[str, AfterValidator(_check_text)]
+
+
+def check_batch(value: Any, info: ValidationInfo) -> Any:
+    """MAX_TEXTS and MAX_TOTAL_CHARS for a list of texts, checked before its items so that
+    an oversized batch is refused without scanning it."""
+    if not isinstance(value, list):
+        return value
+    context = info.context or {}
+    limit = context.get("max_texts")
+    if limit is not None and len(value) > limit:
+        raise PydanticCustomError(
+            "too_many_texts",
+            "at most {limit} texts per request, got {count}",
+            {"limit": limit, "count": len(value)},
+        )
+    # The request's time budget (see MAX_TOTAL_CHARS); a single text is bounded by
+    # MAX_TEXT_CHARS, which settings keep at or below it.
+    total_limit = context.get("max_total_chars")
+    total = sum(len(text) for text in value if isinstance(text, str))
+    if total_limit is not None and total > total_limit:
+        raise PydanticCustomError(
+            "too_much_text",
+            "the texts are {total} characters together; the limit is {limit}",
+            {"total": total, "limit": total_limit},
+        )
+    return value
 
 
 class EntitiesRequest(BaseModel):
@@ -77,28 +103,7 @@ class EntitiesRequest(BaseModel):
     @field_validator("texts", mode="before")
     @classmethod
     def _count_texts(cls, value: Any, info: ValidationInfo) -> Any:
-        # Checked before the items so an oversized batch is refused without scanning it.
-        if not isinstance(value, list):
-            return value
-        context = info.context or {}
-        limit = context.get("max_texts")
-        if limit is not None and len(value) > limit:
-            raise PydanticCustomError(
-                "too_many_texts",
-                "at most {limit} texts per request, got {count}",
-                {"limit": limit, "count": len(value)},
-            )
-        # The request's time budget (see MAX_TOTAL_CHARS); a single text is bounded by
-        # MAX_TEXT_CHARS, which settings keep at or below it.
-        total_limit = context.get("max_total_chars")
-        total = sum(len(text) for text in value if isinstance(text, str))
-        if total_limit is not None and total > total_limit:
-            raise PydanticCustomError(
-                "too_much_text",
-                "the texts are {total} characters together; the limit is {limit}",
-                {"total": total, "limit": total_limit},
-            )
-        return value
+        return check_batch(value, info)
 
     @field_validator("labels")
     @classmethod
@@ -128,6 +133,16 @@ class EntityOut(BaseModel):
     word: str
     start: int = Field(description="Offset of the first character (code points).")
     end: int = Field(description="Offset after the last character (code points).")
+
+    @classmethod
+    def of(cls, entity: Entity) -> EntityOut:
+        return cls(
+            entity_group=entity.entity_group,
+            score=round(float(entity.score), SCORE_DECIMALS),
+            word=entity.word,
+            start=entity.start,
+            end=entity.end,
+        )
 
 
 class TextEntities(BaseModel):

@@ -109,7 +109,7 @@ def test_the_flipped_options_take_effect(custom: tuple[dict, dict]) -> None:
         r["Properties"] for r in resources.values() if r["Type"] == "AWS::ApiGateway::Method"
     ]
     preflights = [m for m in methods if m["HttpMethod"] == "OPTIONS"]
-    assert len(preflights) == 2  # /v1/entities and /v1/model
+    assert len(preflights) == 3  # /v1/entities, /v1/hf/token-classification and /v1/model
     for preflight in preflights:
         assert preflight["AuthorizationType"] == "NONE"
         assert not preflight.get("ApiKeyRequired")

@@ -178,12 +178,17 @@ def test_api_key_is_required_on_ner_routes_only(raw: dict[str, Any]) -> None:
 
     assert set(methods) == {
         ("POST", "/v1/entities"),
+        ("POST", "/v1/hf/token-classification"),
         ("GET", "/v1/model"),
         ("GET", "/health"),
         ("GET", "/ready"),
         ("GET", "/"),
     }
-    for key in [("POST", "/v1/entities"), ("GET", "/v1/model")]:
+    for key in [
+        ("POST", "/v1/entities"),
+        ("POST", "/v1/hf/token-classification"),
+        ("GET", "/v1/model"),
+    ]:
         assert methods[key]["ApiKeyRequired"] is True
     for key in [("GET", "/health"), ("GET", "/ready"), ("GET", "/")]:
         assert methods[key].get("ApiKeyRequired", False) is False

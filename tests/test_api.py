@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from nerkit.api.app import create_app
 from nerkit.api.headers import page_csp
 from nerkit.api.model import LOAD_RETRY_SECONDS, ModelHolder
-from nerkit.api.schemas import Aggregation, Decoding
+from nerkit.api.schemas import MAX_LABEL_CHARS, MAX_LABELS, Aggregation, Decoding
 from nerkit.api.settings import Settings, SettingsError
 from nerkit.artifact import ArtifactError, pack, write_manifest
 from nerkit.decoding import AGGREGATIONS, DECODINGS
@@ -698,6 +698,8 @@ def test_labels_filter(client: TestClient) -> None:
     assert len(types) >= 2, "the tiny model finds several entity types in TEXT"
     kept = post(client, {"text": TEXT, "labels": [types[0]]}).json()["entities"]
     assert kept == [entity for entity in everything if entity["entity_group"] == types[0]]
+    repeated = post(client, {"text": TEXT, "labels": [types[0]] * MAX_LABELS})
+    assert repeated.json()["entities"] == kept
 
 
 def test_min_score_filter(client: TestClient) -> None:
@@ -738,8 +740,10 @@ def test_min_score_filter(client: TestClient) -> None:
         ({"text": "a", "min_score": True}, ["min_score"], "float_type"),
         ({"text": "a", "labels": []}, ["labels"], "too_short"),
         ({"text": "a", "labels": "PER"}, ["labels"], "list_type"),
-        ({"text": "a", "labels": [" "]}, ["labels"], "empty_label"),
+        ({"text": "a", "labels": ["PER", " "]}, ["labels", 1], "empty_label"),
         ({"text": "a", "labels": ["PER", "NOPE"]}, ["labels", 1], "unknown_label"),
+        ({"text": "a", "labels": ["PER"] * (MAX_LABELS + 1)}, ["labels"], "too_long"),
+        ({"text": "a", "labels": ["P" * (MAX_LABEL_CHARS + 1)]}, ["labels", 0], "string_too_long"),
         ({"text": "a" * 301}, ["text"], "text_too_long"),
         ({"texts": ["a", "b" * 301]}, ["texts", 1], "text_too_long"),
         ({"texts": ["a"] * 5}, ["texts"], "too_many_texts"),
@@ -758,6 +762,23 @@ def test_invalid_requests_are_422(
         {"loc": detail["loc"], "type": detail["type"]} for detail in error["details"]
     ]
     assert all(detail["msg"] for detail in error["details"])
+
+
+def test_unknown_labels_get_a_bounded_answer(settings: Settings) -> None:
+    client = TestClient(create_app(settings.model_copy(update={"max_body_bytes": 1 << 20})))
+    invented = [f"TYPE{index}" for index in range(10 * MAX_LABELS)]
+    # A long list of invented names is refused whole, with one detail, not one per name.
+    error = assert_error(post(client, {"text": TEXT, "labels": invented}), 422, "validation_error")
+    assert [(detail["loc"], detail["type"]) for detail in error["details"]] == [
+        (["labels"], "too_long")
+    ]
+    # Within the limit, each unknown name is named once, where it is in the request.
+    within = [*invented[: MAX_LABELS - 2], "PER", invented[0]]
+    error = assert_error(post(client, {"text": TEXT, "labels": within}), 422, "validation_error")
+    assert [detail["loc"] for detail in error["details"]] == [
+        ["labels", index] for index in range(MAX_LABELS) if index != MAX_LABELS - 2
+    ]
+    assert {detail["type"] for detail in error["details"]} == {"unknown_label"}
 
 
 def test_too_much_text_is_refused_before_the_model_loads(settings: Settings) -> None:

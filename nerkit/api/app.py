@@ -218,7 +218,9 @@ def _invalid(details: list[dict[str, Any]]) -> ApiError:
 
 def _unknown_labels(labels: list[str], exc: UnknownLabelsError) -> list[dict[str, Any]]:
     # The engine names the unknown types; the client needs where they are in its request.
+    # One detail per unknown entry: MAX_LABELS and MAX_LABEL_CHARS bound their number and size.
     known = ", ".join(exc.known)
+    unknown = frozenset(exc.unknown)
     return [
         {
             "loc": ["labels", index],
@@ -226,7 +228,7 @@ def _unknown_labels(labels: list[str], exc: UnknownLabelsError) -> list[dict[str
             "msg": f"unknown entity type {label!r}; this model has {known}",
         }
         for index, label in enumerate(labels)
-        if label in exc.unknown
+        if label in unknown
     ]
 
 

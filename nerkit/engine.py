@@ -147,6 +147,7 @@ class NerEngine:
         self.manifest = manifest
         self._session = session
         self._labels: list[str] = list(manifest["labels"])
+        self._entity_types = _entity_types(self._labels)
         self._input_types = _check_inputs(session, manifest)
         _check_output(session, len(self._labels))
         self._prior = _transition_prior(manifest)
@@ -215,9 +216,7 @@ class NerEngine:
     @property
     def entity_types(self) -> list[str]:
         """The ``entity_group`` values this model can return."""
-        names = dict.fromkeys(entity_group_name(label) for label in self._labels)
-        names.pop(OUTSIDE, None)
-        return list(names)
+        return list(self._entity_types)
 
     def predict(
         self,
@@ -231,11 +230,11 @@ class NerEngine:
         """Entities of each text, in text order; ``word == text[start:end]`` always.
 
         ``aggregation`` and ``decoding`` are as in :func:`nerkit.decoding.decode`. ``labels``
-        keeps only those entity types (unknown ones raise ``UnknownLabelsError``),
+        keeps only those entity types (read once; unknown ones raise ``UnknownLabelsError``),
         ``min_score`` drops entities scoring below it. A text that is not valid Unicode raises
         ``InvalidTextError``; both are ``ValueError``s raised before any inference.
         """
-        self._check_request(texts, aggregation, decoding, labels)
+        wanted = self._check_request(texts, aggregation, decoding, labels)
         documents = [
             self._document(text, encoding)
             for text, encoding in zip(texts, self._encode(texts), strict=True)
@@ -243,7 +242,7 @@ class NerEngine:
         results = []
         for doc, scores in zip(documents, self._document_scores(documents), strict=True):
             entities = self._decode(doc, scores, aggregation, decoding)
-            results.append([e for e in entities if _wanted(e, labels, min_score)])
+            results.append([e for e in entities if _wanted(e, wanted, min_score)])
         return results
 
     def _check_request(
@@ -252,7 +251,8 @@ class NerEngine:
         aggregation: str,
         decoding: str,
         labels: Collection[str] | None,
-    ) -> None:
+    ) -> frozenset[str] | None:
+        """The entity types to keep (``None``: all), once the request is known to be valid."""
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not a string")
         if aggregation not in AGGREGATIONS:
@@ -261,14 +261,18 @@ class NerEngine:
             )
         if decoding not in DECODINGS:
             raise ValueError(f"decoding must be one of {', '.join(DECODINGS)}: {decoding!r}")
+        wanted = None
         if labels is not None:
-            known = self.entity_types
-            unknown = list(dict.fromkeys(label for label in labels if label not in known))
+            # Keys in request order for the error; a set for the per-entity filter.
+            requested = dict.fromkeys(labels)
+            unknown = [label for label in requested if label not in self._entity_types]
             if unknown:
-                raise UnknownLabelsError(unknown, known)
+                raise UnknownLabelsError(unknown, self.entity_types)
+            wanted = frozenset(requested)
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"text {index} is not a string")
+        return wanted
 
     def _encode(self, texts: Sequence[str]) -> list[Encoding]:
         if not texts:
@@ -508,8 +512,15 @@ def _out_of_memory(exc: Exception) -> bool:
     return "bad_alloc" in message or "Failed to allocate memory" in message
 
 
-def _wanted(entity: Entity, labels: Collection[str] | None, min_score: float) -> bool:
-    return entity.score >= min_score and (labels is None or entity.entity_group in labels)
+def _entity_types(labels: list[str]) -> dict[str, None]:
+    """The entity types of BIO ``labels``, in label order (a dict: ordered, O(1) lookups)."""
+    names = dict.fromkeys(entity_group_name(label) for label in labels)
+    names.pop(OUTSIDE, None)
+    return names
+
+
+def _wanted(entity: Entity, wanted: frozenset[str] | None, min_score: float) -> bool:
+    return entity.score >= min_score and (wanted is None or entity.entity_group in wanted)
 
 
 def _positive(name: str, value: int) -> int:

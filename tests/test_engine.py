@@ -413,6 +413,31 @@ def test_labels_and_min_score_filter(engine: NerEngine) -> None:
     assert 0 < len(confident) < len(everything)
 
 
+class CountingLabels(list[str]):
+    """A ``labels`` list that counts how often the engine reads it."""
+
+    iterations = 0
+    lookups = 0
+
+    def __iter__(self) -> Iterator[str]:
+        self.iterations += 1
+        return super().__iter__()
+
+    def __contains__(self, item: object) -> bool:
+        self.lookups += 1
+        return super().__contains__(item)
+
+
+def test_labels_are_read_once_per_request_however_many_entities(engine: NerEngine) -> None:
+    # A list scanned once per entity made a repeated list (["PER"] * 200_000) cost minutes.
+    texts = [LONG_TEXT]
+    [everything] = engine.predict(texts)
+    labels = CountingLabels(["PER", "LOC"] * 50)
+    [kept] = engine.predict(texts, labels=labels)
+    assert kept == [e for e in everything if e.entity_group in {"PER", "LOC"}] != []
+    assert (labels.iterations, labels.lookups) == (1, 0)
+
+
 def test_bad_requests_are_refused(engine: NerEngine) -> None:
     with pytest.raises(UnknownLabelsError, match="unknown entity types") as unknown:
         engine.predict(["x"], labels=["PER", "PERSON", "LOC", "GPE", "PERSON"])

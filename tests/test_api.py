@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,11 +21,19 @@ from typing import Any, get_args
 
 import pytest
 from fastapi.testclient import TestClient
+from jsonschema import Draft202012Validator
 
 from nerkit.api.app import create_app
 from nerkit.api.headers import page_csp
 from nerkit.api.model import LOAD_RETRY_SECONDS, ModelHolder
-from nerkit.api.schemas import MAX_LABEL_CHARS, MAX_LABELS, Aggregation, Decoding
+from nerkit.api.schemas import (
+    MAX_LABEL_CHARS,
+    MAX_LABELS,
+    NON_BLANK,
+    UNPUBLISHED_RULES,
+    Aggregation,
+    Decoding,
+)
 from nerkit.api.settings import Settings, SettingsError
 from nerkit.artifact import ArtifactError, pack, write_manifest
 from nerkit.decoding import AGGREGATIONS, DECODINGS
@@ -716,44 +725,45 @@ def test_min_score_filter(client: TestClient) -> None:
 # -- validation -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("body", "loc", "error_type"),
-    [
-        ({"text": ""}, ["text"], "empty_text"),
-        ({"text": " \n\t "}, ["text"], "empty_text"),
-        ({"texts": []}, ["texts"], "too_short"),
-        ({"texts": ["fine", "   "]}, ["texts", 1], "empty_text"),
-        ({"text": 42}, ["text"], "string_type"),
-        ({"text": {"nested": "text"}}, ["text"], "string_type"),
-        ({"texts": [["nested"]]}, ["texts", 0], "string_type"),
-        ({"texts": "not a list"}, ["texts"], "list_type"),
-        ({"text": "a", "unknown": 1}, ["unknown"], "extra_forbidden"),
-        ({}, [], "text_or_texts"),
-        ({"text": "a", "texts": ["b"]}, [], "text_or_texts"),
-        ({"text": "a", "aggregation": "none"}, ["aggregation"], "literal_error"),
-        ({"text": "a", "aggregation": 1}, ["aggregation"], "literal_error"),
-        ({"text": "a", "decoding": "beam"}, ["decoding"], "literal_error"),
-        ({"text": "a", "decoding": None}, ["decoding"], "literal_error"),
-        ({"text": "a", "min_score": 1.5}, ["min_score"], "less_than_equal"),
-        ({"text": "a", "min_score": -0.1}, ["min_score"], "greater_than_equal"),
-        ({"text": "a", "min_score": "0.5"}, ["min_score"], "float_type"),
-        ({"text": "a", "min_score": True}, ["min_score"], "float_type"),
-        ({"text": "a", "labels": []}, ["labels"], "too_short"),
-        ({"text": "a", "labels": "PER"}, ["labels"], "list_type"),
-        ({"text": "a", "labels": ["PER", " "]}, ["labels", 1], "empty_label"),
-        ({"text": "a", "labels": ["PER", "NOPE"]}, ["labels", 1], "unknown_label"),
-        ({"text": "a", "labels": ["PER"] * (MAX_LABELS + 1)}, ["labels"], "too_long"),
-        ({"text": "a", "labels": ["P" * (MAX_LABEL_CHARS + 1)]}, ["labels", 0], "string_too_long"),
-        ({"text": "a" * 301}, ["text"], "text_too_long"),
-        ({"texts": ["a", "b" * 301]}, ["texts", 1], "text_too_long"),
-        ({"texts": ["a"] * 5}, ["texts"], "too_many_texts"),
-        ({"texts": ["a" * 300, "b" * 300, "c" * 101]}, ["texts"], "too_much_text"),
-        ({"texts": ["fine", "\ud800"]}, ["texts", 1], "invalid_text"),
-        ({"text": "caf\udce9"}, ["text"], "invalid_text"),
-        (["a"], [], "model_type"),
-        ("text", [], "model_type"),
-    ],
-)
+# Bodies the app refuses (422), where, and why; with the client fixture's limits.
+INVALID_BODIES = [
+    ({"text": ""}, ["text"], "empty_text"),
+    ({"text": " \n\t "}, ["text"], "empty_text"),
+    ({"texts": []}, ["texts"], "too_short"),
+    ({"texts": ["fine", "   "]}, ["texts", 1], "empty_text"),
+    ({"text": 42}, ["text"], "string_type"),
+    ({"text": {"nested": "text"}}, ["text"], "string_type"),
+    ({"texts": [["nested"]]}, ["texts", 0], "string_type"),
+    ({"texts": "not a list"}, ["texts"], "list_type"),
+    ({"text": "a", "unknown": 1}, ["unknown"], "extra_forbidden"),
+    ({}, [], "text_or_texts"),
+    ({"text": "a", "texts": ["b"]}, [], "text_or_texts"),
+    ({"text": "a", "aggregation": "none"}, ["aggregation"], "literal_error"),
+    ({"text": "a", "aggregation": 1}, ["aggregation"], "literal_error"),
+    ({"text": "a", "decoding": "beam"}, ["decoding"], "literal_error"),
+    ({"text": "a", "decoding": None}, ["decoding"], "literal_error"),
+    ({"text": "a", "min_score": 1.5}, ["min_score"], "less_than_equal"),
+    ({"text": "a", "min_score": -0.1}, ["min_score"], "greater_than_equal"),
+    ({"text": "a", "min_score": "0.5"}, ["min_score"], "float_type"),
+    ({"text": "a", "min_score": True}, ["min_score"], "float_type"),
+    ({"text": "a", "labels": []}, ["labels"], "too_short"),
+    ({"text": "a", "labels": "PER"}, ["labels"], "list_type"),
+    ({"text": "a", "labels": ["PER", " "]}, ["labels", 1], "empty_label"),
+    ({"text": "a", "labels": ["PER", "NOPE"]}, ["labels", 1], "unknown_label"),
+    ({"text": "a", "labels": ["PER"] * (MAX_LABELS + 1)}, ["labels"], "too_long"),
+    ({"text": "a", "labels": ["P" * (MAX_LABEL_CHARS + 1)]}, ["labels", 0], "string_too_long"),
+    ({"text": "a" * 301}, ["text"], "text_too_long"),
+    ({"texts": ["a", "b" * 301]}, ["texts", 1], "text_too_long"),
+    ({"texts": ["a"] * 5}, ["texts"], "too_many_texts"),
+    ({"texts": ["a" * 300, "b" * 300, "c" * 101]}, ["texts"], "too_much_text"),
+    ({"texts": ["fine", "\ud800"]}, ["texts", 1], "invalid_text"),
+    ({"text": "caf\udce9"}, ["text"], "invalid_text"),
+    (["a"], [], "model_type"),
+    ("text", [], "model_type"),
+]
+
+
+@pytest.mark.parametrize(("body", "loc", "error_type"), INVALID_BODIES)
 def test_invalid_requests_are_422(
     client: TestClient, body: Any, loc: list[Any], error_type: str
 ) -> None:
@@ -779,6 +789,41 @@ def test_unknown_labels_get_a_bounded_answer(settings: Settings) -> None:
         ["labels", index] for index in range(MAX_LABELS) if index != MAX_LABELS - 2
     ]
     assert {detail["type"] for detail in error["details"]} == {"unknown_label"}
+
+
+@pytest.mark.parametrize(("body", "loc", "error_type"), INVALID_BODIES)
+def test_the_published_schema_refuses_what_the_app_refuses(
+    client: TestClient, body: Any, loc: list[Any], error_type: str
+) -> None:
+    document = client.get("/openapi.json").json()
+    operation = document["paths"]["/v1/entities"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    allowed = Draft202012Validator(schema).is_valid(body)
+    assert allowed == (error_type in UNPUBLISHED_RULES)
+
+
+def test_the_published_schema_accepts_what_the_app_accepts(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    operation = document["paths"]["/v1/entities"]["post"]
+    request_body = operation["requestBody"]["content"]["application/json"]
+    validator = Draft202012Validator(request_body["schema"])
+    bodies = [example["value"] for example in request_body["examples"].values()]
+    bodies += [
+        {"text": "a" * 300, "labels": ["PER"] * MAX_LABELS, "min_score": 1},
+        {"texts": ["\u00a0x", "\ufeff"], "text": None, "labels": ["LOC", "LOC"]},
+        {"text": "\u200b", "texts": None, "labels": None, "aggregation": "max"},
+    ]
+    for body in bodies:
+        assert validator.is_valid(body), body
+        assert post(client, body).status_code == 200, body
+
+
+def test_non_blank_is_pythons_idea_of_whitespace() -> None:
+    # The validators use str.strip(); the published pattern must draw the same line.
+    pattern = re.compile(NON_BLANK)
+    for code_point in range(sys.maxunicode + 1):
+        character = chr(code_point)
+        assert bool(pattern.fullmatch(character)) != character.isspace(), hex(code_point)
 
 
 def test_too_much_text_is_refused_before_the_model_loads(settings: Settings) -> None:

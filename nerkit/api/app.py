@@ -36,6 +36,7 @@ from nerkit.api.schemas import (
     ModelInfo,
     Ready,
     TextEntities,
+    entities_request_schema,
 )
 from nerkit.api.settings import Settings
 from nerkit.decoding import Entity
@@ -126,13 +127,13 @@ def model_info(model: Model) -> ModelInfo:
     "/v1/entities",
     summary="Find the named entities in one text or a batch",
     responses={**_BAD_REQUEST, **_UNAVAILABLE},
-    # The body is read by hand (see nerkit.api.body), so its schema is declared here.
+    # The body is read by hand (see nerkit.api.body), so it is declared here; its schema
+    # carries each app's limits, so create_app puts it in (see _publish_request_schema).
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": EntitiesRequest.model_json_schema(),
                     "examples": {
                         "text": {"value": {"text": "Angela Merkel met Tim Cook in Berlin."}},
                         "texts": {
@@ -283,6 +284,23 @@ def _description(settings: Settings) -> str:
     )
 
 
+def _publish_request_schema(app: FastAPI, settings: Settings) -> None:
+    """Have the OpenAPI document carry this app's request limits (the route is shared)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()  # FastAPI keeps it as app.openapi_schema
+        body = document["paths"]["/v1/entities"]["post"]["requestBody"]
+        body["content"]["application/json"]["schema"] = entities_request_schema(
+            settings.max_texts, settings.max_text_chars
+        )
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None, *, model: ModelHolder | None = None) -> FastAPI:
     """The API for ``settings`` (default: from the environment), serving ``model`` (default:
     a ``ModelHolder`` for those settings; tests pass one with a fake store or clock).
@@ -305,6 +323,7 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
         app.state.model.preload()
     errors.install(app)
     app.include_router(router)
+    _publish_request_schema(app, settings)
     if settings.enable_page:
         app.include_router(_page_router(PAGE.read_text(encoding="utf-8")))
     # Added innermost first: the request log wraps everything, so it sees the final status.

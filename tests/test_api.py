@@ -7,6 +7,7 @@ holder's decisions, the store functions it calls (wrapped to count calls, or fak
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -24,6 +25,7 @@ from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator
 
 from nerkit.api.app import create_app
+from nerkit.api.errors import MAX_ERROR_DETAILS
 from nerkit.api.headers import page_csp
 from nerkit.api.model import LOAD_RETRY_SECONDS, ModelHolder
 from nerkit.api.schemas import (
@@ -33,6 +35,7 @@ from nerkit.api.schemas import (
     UNPUBLISHED_RULES,
     Aggregation,
     Decoding,
+    EntitiesRequest,
 )
 from nerkit.api.settings import Settings, SettingsError
 from nerkit.artifact import ArtifactError, pack, write_manifest
@@ -824,6 +827,45 @@ def test_non_blank_is_pythons_idea_of_whitespace() -> None:
     for code_point in range(sys.maxunicode + 1):
         character = chr(code_point)
         assert bool(pattern.fullmatch(character)) != character.isspace(), hex(code_point)
+
+
+def test_error_details_are_bounded(settings: Settings) -> None:
+    # 300,000 unknown fields fit in the default body limit; the answer must stay small.
+    client = TestClient(create_app(settings.model_copy(update={"max_body_bytes": 1 << 20})))
+    body = {"text": "a", **{f"field{index}": 0 for index in range(1000)}}
+    error = assert_error(post(client, body), 422, "validation_error")
+    assert len(error["details"]) == MAX_ERROR_DETAILS + 1
+    assert {detail["type"] for detail in error["details"][:-1]} == {"extra_forbidden"}
+    assert error["details"][-1] == {
+        "loc": [],
+        "type": "more_errors",
+        "msg": f"and {1000 - MAX_ERROR_DETAILS} more errors",
+    }
+
+
+def test_the_body_is_parsed_and_validated_off_the_event_loop(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Megabytes of JSON take a while; on the event loop they would stall every other request.
+    on_event_loop: list[bool] = []
+
+    def recording(function: Any) -> Any:
+        def record(*args: Any, **kwargs: Any) -> Any:
+            try:
+                asyncio.get_running_loop()
+                on_event_loop.append(True)
+            except RuntimeError:
+                on_event_loop.append(False)
+            return function(*args, **kwargs)
+
+        return record
+
+    monkeypatch.setattr(json, "loads", recording(json.loads))
+    monkeypatch.setattr(
+        EntitiesRequest, "model_validate", recording(EntitiesRequest.model_validate)
+    )
+    assert post(client, {"text": TEXT}).status_code == 200
+    assert on_event_loop and True not in on_event_loop
 
 
 def test_too_much_text_is_refused_before_the_model_loads(settings: Settings) -> None:

@@ -153,19 +153,8 @@ async def entities(
     request: Request, holder: Holder, settings: CurrentSettings
 ) -> EntitiesResponse | BatchEntitiesResponse:
     payload = await read_json(request, settings.max_body_bytes)
-    try:
-        body = EntitiesRequest.model_validate(
-            payload,
-            context={
-                "max_texts": settings.max_texts,
-                "max_text_chars": settings.max_text_chars,
-                "max_total_chars": settings.max_total_chars,
-            },
-        )
-    except ValidationError as exc:
-        raise ApiError(
-            422, "validation_error", "the request is not valid", validation_details(exc.errors())
-        ) from None
+    # Linear in the body, which can be megabytes: off the event loop, like the inference.
+    body = await run_in_threadpool(_entities_request, payload, settings)
     # Loaded only for a valid request: a client error is reported even while no model loads.
     model = await run_in_threadpool(_model, holder)
     texts = body.inputs
@@ -211,6 +200,20 @@ async def entities(
         model_version=model.version,
         took_ms=took_ms,
     )
+
+
+def _entities_request(payload: Any, settings: Settings) -> EntitiesRequest:
+    try:
+        return EntitiesRequest.model_validate(
+            payload,
+            context={
+                "max_texts": settings.max_texts,
+                "max_text_chars": settings.max_text_chars,
+                "max_total_chars": settings.max_total_chars,
+            },
+        )
+    except ValidationError as exc:
+        raise _invalid(validation_details(exc.errors())) from None
 
 
 def _invalid(details: list[dict[str, Any]]) -> ApiError:

@@ -9,7 +9,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run test fuzz lint format bench synth train-default clean
+.PHONY: setup run test fuzz lint format bench soak synth train-default clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -54,6 +54,10 @@ format: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/serving_benchmark.py
+
+# Load and soak on loopback: throughput, p50/p99 and server memory (docs/RELIABILITY.md).
+soak: $(VENV)/.installed
+	$(BIN)/python bench/load_soak.py
 
 synth: setup
 	npx cdk synth --quiet

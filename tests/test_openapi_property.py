@@ -6,7 +6,7 @@ every schema-invalid request refused and every schema-valid request accepted, ap
 named exclusions: the rules JSON Schema cannot express (``UNPUBLISHED_RULES``, justified in
 nerkit.api.schemas): the texts' total characters, the served model's entity types and lone
 surrogates. ``make test`` runs a bounded, seeded number of cases per operation;
-``make fuzz`` a long run (``FUZZ_EXAMPLES``, ``FUZZ_SEED``; a failure names its seed).
+``make fuzz`` a long run (``FUZZ_EXAMPLES``, ``FUZZ_SEED``, which it prints).
 """
 
 from __future__ import annotations

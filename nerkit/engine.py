@@ -202,11 +202,41 @@ class NerEngine:
         except MemoryError:
             raise
         except Exception as exc:  # onnxruntime and tokenizers raise their own types
-            if _out_of_memory(exc):
-                # Not the artifact's fault: callers must not blame (and skip) the release.
-                raise MemoryError(f"not enough memory to load the model: {exc}") from None
-            raise ArtifactError(f"artifact model or tokenizer cannot be loaded: {exc}") from None
+            raise _failure(exc, "artifact model or tokenizer cannot be loaded") from None
         return cls(manifest, session, tokenizer, batch_size=batch_size, stride=stride)
+
+    def self_test(self) -> None:
+        """Prove the model runs before it serves: one batch with a text longer than a window
+        (so windows of exactly ``max_seq_length`` tokens, the most the engine ever feeds)
+        and a short one must give finite scores for every token and label.
+
+        Loading checks what the graph declares; this catches what only running shows, such
+        as a ``max_seq_length`` beyond the graph's position embeddings. Raises
+        ``ArtifactError`` (or ``MemoryError``, which is not the artifact's fault).
+        """
+        limit = self.manifest["max_seq_length"]
+        texts = [" ".join(["x"] * (self._capacity + 1)), "Paris"]
+        documents = [
+            self._document(text, encoding)
+            for text, encoding in zip(texts, self._encode(texts), strict=True)
+        ]
+        try:
+            # Non-finite scores are reported below, not warned about.
+            with np.errstate(invalid="ignore", over="ignore"):
+                scores = self._document_scores(documents)
+        except MemoryError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own types
+            failure = f"model.onnx fails on a window of max_seq_length ({limit}) tokens"
+            raise _failure(exc, failure) from None
+        for doc, probabilities in zip(documents, scores, strict=True):
+            if probabilities.shape != (doc.length, len(self._labels)):
+                raise ArtifactError(
+                    f"model.onnx gives scores of shape {probabilities.shape} for "
+                    f"{doc.length} tokens and {len(self._labels)} labels"
+                )
+            if not np.isfinite(probabilities).all():
+                raise ArtifactError("model.onnx gives scores that are not finite")
 
     @property
     def labels(self) -> list[str]:
@@ -504,6 +534,15 @@ def _unk_id(tokenizer: Tokenizer) -> int:
     unk_token = getattr(tokenizer.model, "unk_token", None)
     unk_id = tokenizer.token_to_id(unk_token) if unk_token else None
     return _NO_TOKEN_ID if unk_id is None else unk_id
+
+
+def _failure(exc: Exception, failure: str) -> Exception:
+    """What an ONNX Runtime or tokenizers error means for the artifact: ``ArtifactError``
+    (``failure: exc``), unless memory ran out, which is not the artifact's fault and must
+    not make callers blame (and skip) the release."""
+    if _out_of_memory(exc):
+        return MemoryError(f"not enough memory for the model: {exc}")
+    return ArtifactError(f"{failure}: {exc}")
 
 
 def _out_of_memory(exc: Exception) -> bool:

@@ -9,7 +9,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup run test lint format bench synth train-default clean
+.PHONY: setup run test fuzz lint format bench soak synth train-default clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -35,6 +35,16 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+# The OpenAPI property test of `make test`, long: FUZZ_EXAMPLES cases per operation and
+# mode, a new seed each run unless FUZZ_SEED is given (it is printed, to replay a failure).
+FUZZ_EXAMPLES ?= 2000
+ifndef FUZZ_SEED
+FUZZ_SEED := $(shell date +%s)
+endif
+fuzz: $(VENV)/.installed
+	@echo "FUZZ_SEED=$(FUZZ_SEED) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)"
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) $(BIN)/python -m pytest -q tests/test_openapi_property.py
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 
@@ -44,6 +54,10 @@ format: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/serving_benchmark.py
+
+# Load and soak on loopback: throughput, p50/p99 and server memory (docs/RELIABILITY.md).
+soak: $(VENV)/.installed
+	$(BIN)/python bench/load_soak.py
 
 synth: setup
 	npx cdk synth --quiet

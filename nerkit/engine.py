@@ -150,6 +150,7 @@ class NerEngine:
         self.manifest = manifest
         self._session = session
         self._labels: list[str] = list(manifest["labels"])
+        self._entity_types = _entity_types(self._labels)
         self._input_types = _check_inputs(session, manifest)
         _check_output(session, len(self._labels))
         self._prior = _transition_prior(manifest)
@@ -204,11 +205,41 @@ class NerEngine:
         except MemoryError:
             raise
         except Exception as exc:  # onnxruntime and tokenizers raise their own types
-            if _out_of_memory(exc):
-                # Not the artifact's fault: callers must not blame (and skip) the release.
-                raise MemoryError(f"not enough memory to load the model: {exc}") from None
-            raise ArtifactError(f"artifact model or tokenizer cannot be loaded: {exc}") from None
+            raise _failure(exc, "artifact model or tokenizer cannot be loaded") from None
         return cls(manifest, session, tokenizer, batch_size=batch_size, stride=stride)
+
+    def self_test(self) -> None:
+        """Prove the model runs before it serves: one batch with a text longer than a window
+        (so windows of exactly ``max_seq_length`` tokens, the most the engine ever feeds)
+        and a short one must give finite scores for every token and label.
+
+        Loading checks what the graph declares; this catches what only running shows, such
+        as a ``max_seq_length`` beyond the graph's position embeddings. Raises
+        ``ArtifactError`` (or ``MemoryError``, which is not the artifact's fault).
+        """
+        limit = self.manifest["max_seq_length"]
+        texts = [" ".join(["x"] * (self._capacity + 1)), "Paris"]
+        documents = [
+            self._document(text, encoding)
+            for text, encoding in zip(texts, self._encode(texts), strict=True)
+        ]
+        try:
+            # Non-finite scores are reported below, not warned about.
+            with np.errstate(invalid="ignore", over="ignore"):
+                scores = self._document_scores(documents)
+        except MemoryError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own types
+            failure = f"model.onnx fails on a window of max_seq_length ({limit}) tokens"
+            raise _failure(exc, failure) from None
+        for doc, probabilities in zip(documents, scores, strict=True):
+            if probabilities.shape != (doc.length, len(self._labels)):
+                raise ArtifactError(
+                    f"model.onnx gives scores of shape {probabilities.shape} for "
+                    f"{doc.length} tokens and {len(self._labels)} labels"
+                )
+            if not np.isfinite(probabilities).all():
+                raise ArtifactError("model.onnx gives scores that are not finite")
 
     @property
     def labels(self) -> list[str]:
@@ -218,9 +249,7 @@ class NerEngine:
     @property
     def entity_types(self) -> list[str]:
         """The ``entity_group`` values this model can return."""
-        names = dict.fromkeys(entity_group_name(label) for label in self._labels)
-        names.pop(OUTSIDE, None)
-        return list(names)
+        return list(self._entity_types)
 
     def predict(
         self,
@@ -235,18 +264,18 @@ class NerEngine:
         """Entities of each text, in text order; ``word == text[start:end]`` always.
 
         ``aggregation``, ``decoding`` and ``outside`` are as in
-        :func:`nerkit.decoding.decode`. ``labels`` keeps only those entity types (unknown
-        ones raise ``UnknownLabelsError``; ``O`` groups, asked for with ``outside``, are
-        kept), ``min_score`` drops entities scoring below it. A text that is not valid
+        :func:`nerkit.decoding.decode`. ``labels`` keeps only those entity types (read once;
+        unknown ones raise ``UnknownLabelsError``; ``O`` groups, asked for with ``outside``,
+        are kept), ``min_score`` drops entities scoring below it. A text that is not valid
         Unicode raises ``InvalidTextError``; both are ``ValueError``s raised before any
         inference.
         """
         check_options(aggregation, decoding)
-        self._check_request(texts, labels)
+        wanted = self._check_request(texts, labels)
         results = []
         for doc, scores in self._scored(texts):
             entities = self._decode(doc, scores, aggregation, decoding, outside)
-            results.append([e for e in entities if _wanted(e, labels, min_score)])
+            results.append([e for e in entities if _wanted(e, wanted, min_score)])
         return results
 
     def predict_tokens(
@@ -281,17 +310,22 @@ class NerEngine:
         self,
         texts: Sequence[str],
         labels: Collection[str] | None,
-    ) -> None:
+    ) -> frozenset[str] | None:
+        """The entity types to keep (``None``: all), once the request is known to be valid."""
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not a string")
+        wanted = None
         if labels is not None:
-            known = self.entity_types
-            unknown = list(dict.fromkeys(label for label in labels if label not in known))
+            # Keys in request order for the error; a set for the per-entity filter.
+            requested = dict.fromkeys(labels)
+            unknown = [label for label in requested if label not in self._entity_types]
             if unknown:
-                raise UnknownLabelsError(unknown, known)
+                raise UnknownLabelsError(unknown, self.entity_types)
+            wanted = frozenset(requested)
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"text {index} is not a string")
+        return wanted
 
     def _encode(self, texts: Sequence[str]) -> list[Encoding]:
         if not texts:
@@ -539,15 +573,31 @@ def _unk_id(tokenizer: Tokenizer) -> int:
     return _NO_TOKEN_ID if unk_id is None else unk_id
 
 
+def _failure(exc: Exception, failure: str) -> Exception:
+    """What an ONNX Runtime or tokenizers error means for the artifact: ``ArtifactError``
+    (``failure: exc``), unless memory ran out, which is not the artifact's fault and must
+    not make callers blame (and skip) the release."""
+    if _out_of_memory(exc):
+        return MemoryError(f"not enough memory for the model: {exc}")
+    return ArtifactError(f"{failure}: {exc}")
+
+
 def _out_of_memory(exc: Exception) -> bool:
     """Whether an ONNX Runtime error is an allocation failure (it has no type of its own)."""
     message = str(exc)
     return "bad_alloc" in message or "Failed to allocate memory" in message
 
 
-def _wanted(entity: Entity, labels: Collection[str] | None, min_score: float) -> bool:
-    # O groups exist only when the caller asked for them, so ``labels`` does not filter them.
-    kept_type = labels is None or entity.entity_group in labels or entity.entity_group == OUTSIDE
+def _entity_types(labels: list[str]) -> dict[str, None]:
+    """The entity types of BIO ``labels``, in label order (a dict: ordered, O(1) lookups)."""
+    names = dict.fromkeys(entity_group_name(label) for label in labels)
+    names.pop(OUTSIDE, None)
+    return names
+
+
+def _wanted(entity: Entity, wanted: frozenset[str] | None, min_score: float) -> bool:
+    # O groups exist only when the caller asked for them, so ``wanted`` does not filter them.
+    kept_type = wanted is None or entity.entity_group in wanted or entity.entity_group == OUTSIDE
     return entity.score >= min_score and kept_type
 
 

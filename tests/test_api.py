@@ -7,11 +7,13 @@ holder's decisions, the model source it calls (wrapped to count calls, or faked)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import re
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Collection, Iterator
@@ -20,11 +22,21 @@ from typing import Any, get_args
 
 import pytest
 from fastapi.testclient import TestClient
+from jsonschema import Draft202012Validator
 
 from nerkit.api.app import create_app
+from nerkit.api.errors import MAX_ERROR_DETAILS
 from nerkit.api.headers import page_csp
 from nerkit.api.model import LOAD_RETRY_SECONDS, ModelHolder
-from nerkit.api.schemas import Aggregation, Decoding
+from nerkit.api.schemas import (
+    MAX_LABEL_CHARS,
+    MAX_LABELS,
+    NON_BLANK,
+    UNPUBLISHED_RULES,
+    Aggregation,
+    Decoding,
+    EntitiesRequest,
+)
 from nerkit.api.settings import Settings, SettingsError
 from nerkit.artifact import pack, write_manifest
 from nerkit.decoding import AGGREGATIONS, DECODINGS
@@ -739,6 +751,8 @@ def test_labels_filter(client: TestClient) -> None:
     assert len(types) >= 2, "the tiny model finds several entity types in TEXT"
     kept = post(client, {"text": TEXT, "labels": [types[0]]}).json()["entities"]
     assert kept == [entity for entity in everything if entity["entity_group"] == types[0]]
+    repeated = post(client, {"text": TEXT, "labels": [types[0]] * MAX_LABELS})
+    assert repeated.json()["entities"] == kept
 
 
 def test_min_score_filter(client: TestClient) -> None:
@@ -755,42 +769,45 @@ def test_min_score_filter(client: TestClient) -> None:
 # -- validation -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("body", "loc", "error_type"),
-    [
-        ({"text": ""}, ["text"], "empty_text"),
-        ({"text": " \n\t "}, ["text"], "empty_text"),
-        ({"texts": []}, ["texts"], "too_short"),
-        ({"texts": ["fine", "   "]}, ["texts", 1], "empty_text"),
-        ({"text": 42}, ["text"], "string_type"),
-        ({"text": {"nested": "text"}}, ["text"], "string_type"),
-        ({"texts": [["nested"]]}, ["texts", 0], "string_type"),
-        ({"texts": "not a list"}, ["texts"], "list_type"),
-        ({"text": "a", "unknown": 1}, ["unknown"], "extra_forbidden"),
-        ({}, [], "text_or_texts"),
-        ({"text": "a", "texts": ["b"]}, [], "text_or_texts"),
-        ({"text": "a", "aggregation": "none"}, ["aggregation"], "literal_error"),
-        ({"text": "a", "aggregation": 1}, ["aggregation"], "literal_error"),
-        ({"text": "a", "decoding": "beam"}, ["decoding"], "literal_error"),
-        ({"text": "a", "decoding": None}, ["decoding"], "literal_error"),
-        ({"text": "a", "min_score": 1.5}, ["min_score"], "less_than_equal"),
-        ({"text": "a", "min_score": -0.1}, ["min_score"], "greater_than_equal"),
-        ({"text": "a", "min_score": "0.5"}, ["min_score"], "float_type"),
-        ({"text": "a", "min_score": True}, ["min_score"], "float_type"),
-        ({"text": "a", "labels": []}, ["labels"], "too_short"),
-        ({"text": "a", "labels": "PER"}, ["labels"], "list_type"),
-        ({"text": "a", "labels": [" "]}, ["labels"], "empty_label"),
-        ({"text": "a", "labels": ["PER", "NOPE"]}, ["labels", 1], "unknown_label"),
-        ({"text": "a" * 301}, ["text"], "text_too_long"),
-        ({"texts": ["a", "b" * 301]}, ["texts", 1], "text_too_long"),
-        ({"texts": ["a"] * 5}, ["texts"], "too_many_texts"),
-        ({"texts": ["a" * 300, "b" * 300, "c" * 101]}, ["texts"], "too_much_text"),
-        ({"texts": ["fine", "\ud800"]}, ["texts", 1], "invalid_text"),
-        ({"text": "caf\udce9"}, ["text"], "invalid_text"),
-        (["a"], [], "model_type"),
-        ("text", [], "model_type"),
-    ],
-)
+# Bodies the app refuses (422), where, and why; with the client fixture's limits.
+INVALID_BODIES = [
+    ({"text": ""}, ["text"], "empty_text"),
+    ({"text": " \n\t "}, ["text"], "empty_text"),
+    ({"texts": []}, ["texts"], "too_short"),
+    ({"texts": ["fine", "   "]}, ["texts", 1], "empty_text"),
+    ({"text": 42}, ["text"], "string_type"),
+    ({"text": {"nested": "text"}}, ["text"], "string_type"),
+    ({"texts": [["nested"]]}, ["texts", 0], "string_type"),
+    ({"texts": "not a list"}, ["texts"], "list_type"),
+    ({"text": "a", "unknown": 1}, ["unknown"], "extra_forbidden"),
+    ({}, [], "text_or_texts"),
+    ({"text": "a", "texts": ["b"]}, [], "text_or_texts"),
+    ({"text": "a", "aggregation": "none"}, ["aggregation"], "literal_error"),
+    ({"text": "a", "aggregation": 1}, ["aggregation"], "literal_error"),
+    ({"text": "a", "decoding": "beam"}, ["decoding"], "literal_error"),
+    ({"text": "a", "decoding": None}, ["decoding"], "literal_error"),
+    ({"text": "a", "min_score": 1.5}, ["min_score"], "less_than_equal"),
+    ({"text": "a", "min_score": -0.1}, ["min_score"], "greater_than_equal"),
+    ({"text": "a", "min_score": "0.5"}, ["min_score"], "float_type"),
+    ({"text": "a", "min_score": True}, ["min_score"], "float_type"),
+    ({"text": "a", "labels": []}, ["labels"], "too_short"),
+    ({"text": "a", "labels": "PER"}, ["labels"], "list_type"),
+    ({"text": "a", "labels": ["PER", " "]}, ["labels", 1], "empty_label"),
+    ({"text": "a", "labels": ["PER", "NOPE"]}, ["labels", 1], "unknown_label"),
+    ({"text": "a", "labels": ["PER"] * (MAX_LABELS + 1)}, ["labels"], "too_long"),
+    ({"text": "a", "labels": ["P" * (MAX_LABEL_CHARS + 1)]}, ["labels", 0], "string_too_long"),
+    ({"text": "a" * 301}, ["text"], "text_too_long"),
+    ({"texts": ["a", "b" * 301]}, ["texts", 1], "text_too_long"),
+    ({"texts": ["a"] * 5}, ["texts"], "too_many_texts"),
+    ({"texts": ["a" * 300, "b" * 300, "c" * 101]}, ["texts"], "too_much_text"),
+    ({"texts": ["fine", "\ud800"]}, ["texts", 1], "invalid_text"),
+    ({"text": "caf\udce9"}, ["text"], "invalid_text"),
+    (["a"], [], "model_type"),
+    ("text", [], "model_type"),
+]
+
+
+@pytest.mark.parametrize(("body", "loc", "error_type"), INVALID_BODIES)
 def test_invalid_requests_are_422(
     client: TestClient, body: Any, loc: list[Any], error_type: str
 ) -> None:
@@ -799,6 +816,97 @@ def test_invalid_requests_are_422(
         {"loc": detail["loc"], "type": detail["type"]} for detail in error["details"]
     ]
     assert all(detail["msg"] for detail in error["details"])
+
+
+def test_unknown_labels_get_a_bounded_answer(settings: Settings) -> None:
+    client = TestClient(create_app(settings.model_copy(update={"max_body_bytes": 1 << 20})))
+    invented = [f"TYPE{index}" for index in range(10 * MAX_LABELS)]
+    # A long list of invented names is refused whole, with one detail, not one per name.
+    error = assert_error(post(client, {"text": TEXT, "labels": invented}), 422, "validation_error")
+    assert [(detail["loc"], detail["type"]) for detail in error["details"]] == [
+        (["labels"], "too_long")
+    ]
+    # Within the limit, each unknown name is named once, where it is in the request.
+    within = [*invented[: MAX_LABELS - 2], "PER", invented[0]]
+    error = assert_error(post(client, {"text": TEXT, "labels": within}), 422, "validation_error")
+    assert [detail["loc"] for detail in error["details"]] == [
+        ["labels", index] for index in range(MAX_LABELS) if index != MAX_LABELS - 2
+    ]
+    assert {detail["type"] for detail in error["details"]} == {"unknown_label"}
+
+
+@pytest.mark.parametrize(("body", "loc", "error_type"), INVALID_BODIES)
+def test_the_published_schema_refuses_what_the_app_refuses(
+    client: TestClient, body: Any, loc: list[Any], error_type: str
+) -> None:
+    document = client.get("/openapi.json").json()
+    operation = document["paths"]["/v1/entities"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    allowed = Draft202012Validator(schema).is_valid(body)
+    assert allowed == (error_type in UNPUBLISHED_RULES)
+
+
+def test_the_published_schema_accepts_what_the_app_accepts(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    operation = document["paths"]["/v1/entities"]["post"]
+    request_body = operation["requestBody"]["content"]["application/json"]
+    validator = Draft202012Validator(request_body["schema"])
+    bodies = [example["value"] for example in request_body["examples"].values()]
+    bodies += [
+        {"text": "a" * 300, "labels": ["PER"] * MAX_LABELS, "min_score": 1},
+        {"texts": ["\u00a0x", "\ufeff"], "text": None, "labels": ["LOC", "LOC"]},
+        {"text": "\u200b", "texts": None, "labels": None, "aggregation": "max"},
+    ]
+    for body in bodies:
+        assert validator.is_valid(body), body
+        assert post(client, body).status_code == 200, body
+
+
+def test_non_blank_is_pythons_idea_of_whitespace() -> None:
+    # The validators use str.strip(); the published pattern must draw the same line.
+    pattern = re.compile(NON_BLANK)
+    for code_point in range(sys.maxunicode + 1):
+        character = chr(code_point)
+        assert bool(pattern.fullmatch(character)) != character.isspace(), hex(code_point)
+
+
+def test_error_details_are_bounded(settings: Settings) -> None:
+    # 300,000 unknown fields fit in the default body limit; the answer must stay small.
+    client = TestClient(create_app(settings.model_copy(update={"max_body_bytes": 1 << 20})))
+    body = {"text": "a", **{f"field{index}": 0 for index in range(1000)}}
+    error = assert_error(post(client, body), 422, "validation_error")
+    assert len(error["details"]) == MAX_ERROR_DETAILS + 1
+    assert {detail["type"] for detail in error["details"][:-1]} == {"extra_forbidden"}
+    assert error["details"][-1] == {
+        "loc": [],
+        "type": "more_errors",
+        "msg": f"and {1000 - MAX_ERROR_DETAILS} more errors",
+    }
+
+
+def test_the_body_is_parsed_and_validated_off_the_event_loop(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Megabytes of JSON take a while; on the event loop they would stall every other request.
+    on_event_loop: list[bool] = []
+
+    def recording(function: Any) -> Any:
+        def record(*args: Any, **kwargs: Any) -> Any:
+            try:
+                asyncio.get_running_loop()
+                on_event_loop.append(True)
+            except RuntimeError:
+                on_event_loop.append(False)
+            return function(*args, **kwargs)
+
+        return record
+
+    monkeypatch.setattr(json, "loads", recording(json.loads))
+    monkeypatch.setattr(
+        EntitiesRequest, "model_validate", recording(EntitiesRequest.model_validate)
+    )
+    assert post(client, {"text": TEXT}).status_code == 200
+    assert on_event_loop and True not in on_event_loop
 
 
 def test_too_much_text_is_refused_before_the_model_loads(settings: Settings) -> None:

@@ -413,6 +413,73 @@ def test_labels_and_min_score_filter(engine: NerEngine) -> None:
     assert 0 < len(confident) < len(everything)
 
 
+class CountingLabels(list[str]):
+    """A ``labels`` list that counts how often the engine reads it."""
+
+    iterations = 0
+    lookups = 0
+
+    def __iter__(self) -> Iterator[str]:
+        self.iterations += 1
+        return super().__iter__()
+
+    def __contains__(self, item: object) -> bool:
+        self.lookups += 1
+        return super().__contains__(item)
+
+
+def test_labels_are_read_once_per_request_however_many_entities(engine: NerEngine) -> None:
+    # A list scanned once per entity made a repeated list (["PER"] * 200_000) cost minutes.
+    texts = [LONG_TEXT]
+    [everything] = engine.predict(texts)
+    labels = CountingLabels(["PER", "LOC"] * 50)
+    [kept] = engine.predict(texts, labels=labels)
+    assert kept == [e for e in everything if e.entity_group in {"PER", "LOC"}] != []
+    assert (labels.iterations, labels.lookups) == (1, 0)
+
+
+def test_self_test_passes_a_model_that_runs(engine: NerEngine) -> None:
+    engine.self_test()
+
+
+def test_self_test_refuses_a_max_seq_length_beyond_the_graphs_positions(
+    tiny_artifact_dir: Path, workdir: Path
+) -> None:
+    # The tiny graph has 512 positions. A release claiming more loads fine, and then every
+    # text longer than 512 tokens fails: only running a full window shows it.
+    claims_1024 = NerEngine.load(
+        _variant(tiny_artifact_dir, workdir / "claims-1024", max_seq_length=1024)
+    )
+    with pytest.raises(ArtifactError, match=r"window of max_seq_length \(1024\) tokens"):
+        claims_1024.self_test()
+    at_the_limit = _variant(tiny_artifact_dir, workdir / "claims-512", max_seq_length=512)
+    NerEngine.load(at_the_limit).self_test()
+
+
+def test_self_test_refuses_scores_that_are_not_finite(
+    tiny_model: BertForTokenClassification, workdir: Path, tiny_model_dir: Path
+) -> None:
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        model.classifier.bias[1] = float("inf")  # softmax: inf - inf is NaN
+    engine = NerEngine.load(_artifact(model, workdir / "nan", tiny_model_dir / "tokenizer.json"))
+    with pytest.raises(ArtifactError, match="not finite"):
+        engine.self_test()
+
+
+def test_self_test_blames_memory_not_the_artifact(
+    tiny_artifact_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = NerEngine.load(tiny_artifact_dir)
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("Failed to allocate memory for requested buffer of size 1048576")
+
+    monkeypatch.setattr(engine._session, "run", out_of_memory)
+    with pytest.raises(MemoryError):
+        engine.self_test()
+
+
 def test_bad_requests_are_refused(engine: NerEngine) -> None:
     with pytest.raises(UnknownLabelsError, match="unknown entity types") as unknown:
         engine.predict(["x"], labels=["PER", "PERSON", "LOC", "GPE", "PERSON"])

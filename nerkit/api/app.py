@@ -42,6 +42,7 @@ from nerkit.api.schemas import (
     ModelInfo,
     Ready,
     TextEntities,
+    entities_request_schema,
 )
 from nerkit.api.settings import Settings
 from nerkit.decoding import Entity
@@ -90,13 +91,13 @@ def model_info(model: Model) -> ModelInfo:
     "/v1/entities",
     summary="Find the named entities in one text or a batch",
     responses={**BAD_REQUEST, **UNAVAILABLE},
-    # The body is read by hand (see nerkit.api.body), so its schema is declared here.
+    # The body is read by hand (see nerkit.api.body), so it is declared here; its schema
+    # carries each app's limits, so create_app puts it in (see _publish_request_schema).
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": EntitiesRequest.model_json_schema(),
                     "examples": {
                         "text": {"value": {"text": "Angela Merkel met Tim Cook in Berlin."}},
                         "texts": {
@@ -116,7 +117,7 @@ async def entities(
     request: Request, holder: Holder, settings: CurrentSettings
 ) -> EntitiesResponse | BatchEntitiesResponse:
     payload = await read_json(request, settings.max_body_bytes)
-    body = validated(EntitiesRequest, payload, settings)
+    body = await validated(EntitiesRequest, payload, settings)
     texts = body.inputs
     try:
         inference = await infer(
@@ -156,7 +157,9 @@ async def entities(
 
 def _unknown_labels(labels: list[str], exc: UnknownLabelsError) -> list[dict[str, Any]]:
     # The engine names the unknown types; the client needs where they are in its request.
+    # One detail per unknown entry: MAX_LABELS and MAX_LABEL_CHARS bound their number and size.
     known = ", ".join(exc.known)
+    unknown = frozenset(exc.unknown)
     return [
         {
             "loc": ["labels", index],
@@ -164,7 +167,7 @@ def _unknown_labels(labels: list[str], exc: UnknownLabelsError) -> list[dict[str
             "msg": f"unknown entity type {label!r}; this model has {known}",
         }
         for index, label in enumerate(labels)
-        if label in exc.unknown
+        if label in unknown
     ]
 
 
@@ -198,6 +201,27 @@ def _description(settings: Settings) -> str:
     )
 
 
+def _publish_request_schema(app: FastAPI, settings: Settings) -> None:
+    """Have the OpenAPI document carry this app's request limits (the route is shared)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()  # FastAPI keeps it as app.openapi_schema
+        for path, request_schema in (
+            ("/v1/entities", entities_request_schema),
+            (hf.PATH, hf.request_schema),
+        ):
+            body = document["paths"][path]["post"]["requestBody"]
+            body["content"]["application/json"]["schema"] = request_schema(
+                settings.max_texts, settings.max_text_chars
+            )
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None, *, model: ModelHolder | None = None) -> FastAPI:
     """The API for ``settings`` (default: from the environment), serving ``model`` (default:
     a ``ModelHolder`` for those settings; tests pass one with a fake model source or clock).
@@ -221,6 +245,7 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
     errors.install(app)
     app.include_router(router)
     app.include_router(hf.router)
+    _publish_request_schema(app, settings)
     if settings.enable_page:
         app.include_router(_page_router(PAGE.read_text(encoding="utf-8")))
     # Added innermost first: the request log wraps everything, so it sees the final status.

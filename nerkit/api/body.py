@@ -12,6 +12,7 @@ import json
 from email.message import Message
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from nerkit.api.errors import ApiError
@@ -57,6 +58,11 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     """The parsed JSON body, or an ``ApiError`` saying what is wrong with it."""
     _check_media_type(request)
     raw = await _read_limited(request, max_bytes)
+    # Parsing megabytes takes a while: in a worker thread, so other requests go on meanwhile.
+    return await run_in_threadpool(_parse, raw)
+
+
+def _parse(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +22,10 @@ from nerkit.api import logs
 
 log = logging.getLogger(__name__)
 
+# A request can break one rule per field or item (300,000 unknown fields fit in the body
+# limit): past this many, the rest are counted, so the answer stays small (Lambda returns at
+# most 6 MB) and cheap to write.
+MAX_ERROR_DETAILS = 100
 # Codes for the statuses Starlette raises by itself; ApiError names its own.
 _HTTP_CODES = {
     400: "bad_request",
@@ -49,17 +53,21 @@ class ApiError(Exception):
         self.details = [dict(detail) for detail in details]
 
 
-def validation_details(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Pydantic errors without ``input``/``ctx``: echoing them back could return (and make
-    callers log) a user's whole text."""
-    return [
+def validation_details(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The first MAX_ERROR_DETAILS pydantic errors without ``input``/``ctx`` (echoing them
+    back could return, and make callers log, a user's whole text), then how many more."""
+    details = [
         {
             "loc": [part for part in error["loc"] if part != "body"],
             "type": error["type"],
             "msg": error["msg"],
         }
-        for error in errors
+        for error in errors[:MAX_ERROR_DETAILS]
     ]
+    if len(errors) > MAX_ERROR_DETAILS:
+        more = len(errors) - MAX_ERROR_DETAILS
+        details.append({"loc": [], "type": "more_errors", "msg": f"and {more} more errors"})
+    return details
 
 
 def error_body(

@@ -97,7 +97,12 @@ class HfParameters(BaseModel):
     def _null_is_default(cls, value: Any) -> Any:
         # The pipeline reads a parameter given as None as not given.
         if isinstance(value, dict):
-            return {name: given for name, given in value.items() if given is not None}
+            # Only for its own names: an unknown one is refused, whatever its value.
+            return {
+                name: given
+                for name, given in value.items()
+                if given is not None or name not in cls.model_fields
+            }
         return value
 
 
@@ -130,6 +135,25 @@ class HfToken(BaseModel):
 
 
 Predict = Callable[[NerEngine, list[str]], Sequence[Sequence[Entity | Token]]]
+
+
+def request_schema(max_texts: int, max_text_chars: int) -> dict[str, Any]:
+    """``HfRequest``'s JSON Schema, self-contained (no ``$defs``), with a deployment's limits
+    (MAX_TEXTS, MAX_TEXT_CHARS) and a parameter given as null allowed, as it is read."""
+    schema = HfRequest.model_json_schema()
+    parameters = schema.pop("$defs")["HfParameters"]
+    for name, given in parameters["properties"].items():
+        if not any(choice.get("type") == "null" for choice in given.get("anyOf", [])):
+            meta = {
+                key: given.pop(key) for key in ("default", "description", "title") if key in given
+            }
+            parameters["properties"][name] = {"anyOf": [given, {"type": "null"}], **meta}
+    schema["properties"]["parameters"]["anyOf"][0] = parameters
+    one, many = schema["properties"]["inputs"]["oneOf"]
+    one["maxLength"] = max_text_chars
+    many["maxItems"] = max_texts
+    many["items"]["maxLength"] = max_text_chars
+    return schema
 
 
 def _predict(body: HfRequest) -> Predict:
@@ -227,7 +251,7 @@ async def token_classification(
 ) -> JSONResponse:
     payload = await read_json(request, settings.max_body_bytes)
     try:
-        body = validated(HfRequest, payload, settings)
+        body = await validated(HfRequest, payload, settings)
     except ApiError as exc:
         raise _without_tags(exc) from None
     single = isinstance(body.inputs, str)

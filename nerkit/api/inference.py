@@ -68,8 +68,13 @@ Holder = Annotated[ModelHolder, Depends(_holder)]
 CurrentSettings = Annotated[Settings, Depends(_settings)]
 
 
-def validated(schema: type[Body], payload: Any, settings: Settings) -> Body:
+async def validated(schema: type[Body], payload: Any, settings: Settings) -> Body:
     """``payload`` as ``schema``, the limits (MAX_TEXTS and the rest) checked, or a 422."""
+    # Linear in the body, which can be megabytes: off the event loop, like the inference.
+    return await run_in_threadpool(_validate, schema, payload, settings)
+
+
+def _validate(schema: type[Body], payload: Any, settings: Settings) -> Body:
     try:
         return schema.model_validate(
             payload,

@@ -5,6 +5,12 @@ client's mistake is reported instead of guessed at. The per-deployment limits (M
 MAX_TEXT_CHARS, MAX_TOTAL_CHARS) come in through the validation context, so every violation,
 limits included, is reported the same way with the location of the offending value. What only
 the model can judge (entity types, text the tokenizer cannot take) is checked by the engine.
+
+The published JSON Schema (``entities_request_schema``) states every rule JSON Schema can
+express, this deployment's limits included, so a client generated from it sends valid requests.
+It cannot express the total-characters sum (MAX_TOTAL_CHARS), the served model's entity types
+(they change with the model) or that text must be valid Unicode (a lone surrogate is a JSON
+string like any other).
 """
 
 from __future__ import annotations
@@ -27,6 +33,19 @@ from nerkit.decoding import Aggregation, Decoding, Entity
 # Scores are reported to 4 decimals: finer digits are noise for a softmax over a small model
 # and only make responses longer.
 SCORE_DECIMALS = 4
+# A model has few entity types (CoNLL-2003 4, OntoNotes 18, Few-NERD's fine-grained set 66),
+# so a longer ``labels`` list only repeats or invents names; the bound also bounds the work
+# and the error details one request can cause.
+MAX_LABELS = 100
+# Entity type names are short (PER, WORK_OF_ART); an unknown one is quoted in its error.
+MAX_LABEL_CHARS = 64
+# "Holds a character that is not whitespace", for the published schema: Python's whitespace
+# (str.isspace, which the validators' strip() uses) spelled out, because a regex engine's \s
+# differs from it and between engines (ECMA-262's includes U+FEFF, Python's U+001C-U+001F).
+NON_BLANK = r"[^\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+_NON_BLANK_SCHEMA = {"pattern": NON_BLANK}
+# The rules the published schema cannot state (see above), as the types of their 422 details.
+UNPUBLISHED_RULES = frozenset({"too_much_text", "unknown_label", "invalid_text"})
 
 
 def _check_text(text: str, info: ValidationInfo) -> str:
@@ -42,7 +61,20 @@ def _check_text(text: str, info: ValidationInfo) -> str:
     return text
 
 
-Text = Annotated[str, AfterValidator(_check_text)]
+Text = Annotated[str, AfterValidator(_check_text), Field(json_schema_extra=_NON_BLANK_SCHEMA)]
+
+
+def _check_label(label: str) -> str:
+    if not label.strip():
+        raise PydanticCustomError("empty_label", "labels must be non-empty entity types")
+    return label
+
+
+Label = Annotated[
+    str,
+    Field(max_length=MAX_LABEL_CHARS, json_schema_extra=_NON_BLANK_SCHEMA),
+    AfterValidator(_check_label),
+]
 
 
 def check_batch(value: Any, info: ValidationInfo) -> Any:
@@ -74,7 +106,17 @@ def check_batch(value: Any, info: ValidationInfo) -> Any:
 class EntitiesRequest(BaseModel):
     """``text`` or ``texts`` (exactly one), and how to turn token scores into entities."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        # Exactly one of them; null stands for "not given", as validation treats it.
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["text"], "properties": {"text": {"type": "string"}}},
+                {"required": ["texts"], "properties": {"texts": {"type": "array"}}},
+            ]
+        },
+    )
 
     text: Text | None = Field(default=None, description="One text to tag.")
     texts: list[Text] | None = Field(
@@ -91,10 +133,12 @@ class EntitiesRequest(BaseModel):
             "argmax: each token's own best label, as the transformers pipeline does."
         ),
     )
-    labels: list[str] | None = Field(
+    labels: list[Label] | None = Field(
         default=None,
         min_length=1,
-        description="Keep only these entity types (e.g. PER, LOC); see GET /v1/model.",
+        max_length=MAX_LABELS,
+        description="Keep only these entity types (e.g. PER, LOC; repeats count once); "
+        "see GET /v1/model.",
     )
     min_score: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Drop entities scoring below this."
@@ -104,13 +148,6 @@ class EntitiesRequest(BaseModel):
     @classmethod
     def _count_texts(cls, value: Any, info: ValidationInfo) -> Any:
         return check_batch(value, info)
-
-    @field_validator("labels")
-    @classmethod
-    def _check_labels(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and any(not label.strip() for label in value):
-            raise PydanticCustomError("empty_label", "labels must be non-empty entity types")
-        return value
 
     @model_validator(mode="after")
     def _one_input(self) -> Self:
@@ -123,6 +160,22 @@ class EntitiesRequest(BaseModel):
     @property
     def inputs(self) -> list[str]:
         return [self.text] if self.text is not None else list(self.texts or [])
+
+
+def entities_request_schema(max_texts: int, max_text_chars: int) -> dict[str, Any]:
+    """``EntitiesRequest``'s JSON Schema with a deployment's limits (MAX_TEXTS, MAX_TEXT_CHARS)."""
+    schema = EntitiesRequest.model_json_schema()
+    properties = schema["properties"]
+    _given(properties["text"], "string")["maxLength"] = max_text_chars
+    texts = _given(properties["texts"], "array")
+    texts["maxItems"] = max_texts
+    texts["items"]["maxLength"] = max_text_chars
+    return schema
+
+
+def _given(optional: dict[str, Any], json_type: str) -> dict[str, Any]:
+    """The non-null choice of an optional field's ``anyOf``."""
+    return next(choice for choice in optional["anyOf"] if choice.get("type") == json_type)
 
 
 class EntityOut(BaseModel):

@@ -358,6 +358,8 @@ class TrainingPipeline(Construct):
                     "sagemaker:DescribeTrainingJob",
                     "sagemaker:StopTrainingJob",
                     "sagemaker:ListTags",
+                    # The .sync integration tags the job it creates (aws/aws-cdk#32294).
+                    "sagemaker:AddTags",
                 ],
                 resources=[self.job_arn_pattern],
             ),

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_cdk import App, Stack
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
 from aws_cdk.assertions import Match, Template
 
 from infra.app import build_app
@@ -529,6 +532,58 @@ def test_state_machine_role_is_scoped_to_this_deployments_jobs(raw: dict[str, An
     assert pass_role["Condition"] == {
         "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
     }
+
+
+def _typed_task_actions() -> set[str]:
+    """What the pinned aws-cdk-lib's typed SageMakerCreateTrainingJob (.sync) grants its
+    state machine's role: the reference our hand-written statements must cover."""
+    app = App()
+    stack = Stack(app, "TypedTask")
+    task = tasks.SageMakerCreateTrainingJob(
+        stack,
+        "Train",
+        training_job_name="nerkit-prod-x",
+        integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+        algorithm_specification=tasks.AlgorithmSpecification(
+            training_image=tasks.DockerImage.from_registry("example/image")
+        ),
+        input_data_config=[
+            tasks.Channel(
+                channel_name="train",
+                data_source=tasks.DataSource(
+                    s3_data_source=tasks.S3DataSource(
+                        s3_location=tasks.S3Location.from_json_expression("$.train")
+                    )
+                ),
+            )
+        ],
+        output_data_config=tasks.OutputDataConfig(
+            s3_output_location=tasks.S3Location.from_json_expression("$.output")
+        ),
+    )
+    machine = sfn.StateMachine(
+        stack, "Machine", definition_body=sfn.DefinitionBody.from_chainable(task)
+    )
+    template = app.synth().get_stack_by_name("TypedTask").template
+    role = stack.get_logical_id(machine.role.node.default_child)
+    return {
+        action
+        for statement in statements(template, role)
+        for action in as_list(statement["Action"])
+    }
+
+
+def test_state_machine_role_grants_everything_the_typed_training_task_grants(
+    raw: dict[str, Any],
+) -> None:
+    expected = _typed_task_actions()
+    assert "sagemaker:AddTags" in expected  # the .sync integration tags the job
+    granted = {
+        action
+        for statement in statements(raw, "TrainingStateMachineRole")
+        for action in as_list(statement["Action"])
+    }
+    assert expected <= granted, sorted(expected - granted)
 
 
 def test_no_s3_permission_anywhere_has_a_star_resource(raw: dict[str, Any]) -> None:

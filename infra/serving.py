@@ -130,10 +130,19 @@ def gateway_response_headers(settings: Settings) -> dict[str, str]:
     return headers
 
 
+# The keyed routes; with CORS origins each also has an open OPTIONS (preflight) method.
+KEYED_ROUTES = ("v1/entities", "v1/model")
+
+
 def open_method_paths(settings: Settings) -> list[str]:
     """Stage method-settings keys (``/<resource>/<METHOD>``; ``//GET`` is the root) of the
-    routes that need no API key."""
-    return [f"/{route}/GET" for route in OPEN_ROUTES] + (["//GET"] if settings.enable_page else [])
+    methods that need no API key: the open routes, the page and the CORS preflights."""
+    paths = [f"/{route}/GET" for route in OPEN_ROUTES]
+    if settings.enable_page:
+        paths.append("//GET")
+    if settings.cors_origins:
+        paths += [f"/{route}/OPTIONS" for route in KEYED_ROUTES]
+    return paths
 
 
 class Serving(Construct):
@@ -287,8 +296,7 @@ class Serving(Construct):
                 type=apigw.JsonSchemaType.OBJECT,
             ),
         )
-        v1 = self.api.root.add_resource("v1")
-        entities = v1.add_resource("entities")
+        entities, model = (self.api.root.resource_for_path(path) for path in KEYED_ROUTES)
         entities.add_method(
             "POST",
             integration,
@@ -296,7 +304,6 @@ class Serving(Construct):
             request_validator=validator,
             request_models={"application/json": body},
         )
-        model = v1.add_resource("model")
         model.add_method("GET", integration, api_key_required=True)
         if settings.cors_origins:
             # Preflights are answered by the gateway (no key, no Lambda); the app adds the

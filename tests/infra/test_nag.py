@@ -119,11 +119,18 @@ def test_the_flipped_options_take_effect(custom: tuple[dict, dict]) -> None:
     (stage,) = [
         r["Properties"] for r in resources.values() if r["Type"] == "AWS::ApiGateway::Stage"
     ]
-    assert sorted(s["ResourcePath"] for s in stage["MethodSettings"]) == [
-        "/*",
-        "/~1health",
-        "/~1ready",
+    overrides = {(s["HttpMethod"], s["ResourcePath"]): s for s in stage["MethodSettings"]}
+    assert sorted(overrides) == [
+        ("*", "/*"),
+        ("GET", "/~1health"),
+        ("GET", "/~1ready"),
+        # The preflights are open too: they get the open routes' throttle, not the stage's.
+        ("OPTIONS", "/~1v1~1entities"),
+        ("OPTIONS", "/~1v1~1model"),
     ]
+    for key, settings in overrides.items():
+        if key[0] != "*":
+            assert (settings["ThrottlingRateLimit"], settings["ThrottlingBurstLimit"]) == (5, 10)
     # Gateway errors reach browsers on the allowed origins (two of them: any origin).
     gateway_responses = [
         r["Properties"]

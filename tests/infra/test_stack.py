@@ -675,6 +675,33 @@ def test_settings_context_beats_environment_beats_default() -> None:
     assert Settings.load({}.get, {}) == Settings()
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("true", True), ("on", True), ("1", True), ("yes", True), ("off", False), ("0", False)],
+)
+def test_settings_parse_booleans_from_context_and_environment(raw: str, expected: bool) -> None:
+    assert Settings.load({"tracing": raw}.get, {}).tracing is expected
+    assert Settings.load({}.get, {"NERKIT_TRACING": raw}).tracing is expected
+
+
+def test_settings_read_the_given_environment_and_name_the_bad_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NERKIT_STAGE", "ambient")
+    # The mapping given replaces os.environ entirely.
+    assert Settings.load({}.get, {}).stage == "prod"
+    assert Settings.load({}.get, None).stage == "ambient"
+    with pytest.raises(SettingsError, match="environment NERKIT_SPOT='maybe'"):
+        Settings.load({}.get, {"NERKIT_SPOT": "maybe"})
+    # "none" clears an optional value; a JSON list works like a comma-separated one.
+    settings = Settings.load(
+        {"reserved_concurrency": "none", "cors_origins": '["https://a.example"]'}.get,
+        {"NERKIT_RESERVED_CONCURRENCY": "5"},
+    )
+    assert settings.reserved_concurrency is None
+    assert settings.cors_origins == ("https://a.example",)
+
+
 def test_every_allowed_retention_maps_to_a_cloudwatch_value() -> None:
     assert set(RETENTION) == set(LOG_RETENTION_DAYS)
 
@@ -694,7 +721,7 @@ def test_settings_accept_typed_cdk_json_values() -> None:
         ({"lambda_memory_mb": "64"}, "lambda_memory_mb"),
         ({"lambda_timeout_seconds": "60"}, "lambda_timeout_seconds"),
         ({"architecture": "sparc"}, "architecture"),
-        ({"spot": "maybe"}, "true or false"),
+        ({"spot": "maybe"}, "context spot=.maybe.: .*valid boolean"),
         ({"lambda_memory_mb": "lots"}, "lambda_memory_mb"),
         ({"max_wait_seconds": "60", "max_runtime_seconds": "120"}, "max_wait_seconds"),
         ({"model_prefix": "/models"}, "model_prefix"),

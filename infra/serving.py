@@ -222,8 +222,9 @@ class Serving(Construct):
             rest_api_name=f"nerkit-{settings.stage}",
             description="Named-entity recognition API (API key required on /v1/*)",
             endpoint_types=[apigw.EndpointType.REGIONAL],
-            # Execution logs (ERROR level) need the account-level API Gateway logging role.
-            cloud_watch_role=True,
+            # Access and execution logs need the account's API Gateway CloudWatch role, an
+            # account-wide setting: created here, or a prerequisite (docs/DEPLOY.md).
+            cloud_watch_role=settings.api_gateway_account_role,
             deploy_options=apigw.StageOptions(
                 stage_name=settings.stage,
                 access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
@@ -262,14 +263,15 @@ class Serving(Construct):
             settings,
             log_group_name=f"API-Gateway-Execution-Logs_{api.rest_api_id}/{settings.stage}",
         )
-        acknowledge(
-            api,
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-            "AmazonAPIGatewayPushToCloudWatchLogs]",
-            "The account-level API Gateway logging role uses the AWS managed policy made for "
-            "exactly this purpose; API Gateway writes execution logs to log groups it names "
-            "itself, so a hand-written policy would need the same wildcards.",
-        )
+        if settings.api_gateway_account_role:
+            acknowledge(
+                api.node.find_child("CloudWatchRole"),
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                "AmazonAPIGatewayPushToCloudWatchLogs]",
+                "The account-level API Gateway logging role uses the AWS managed policy made "
+                "for exactly this purpose; API Gateway writes execution logs to log groups it "
+                "names itself, so a hand-written policy would need the same wildcards.",
+            )
         acknowledge(
             api,
             "AwsSolutions-APIG3",

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     # How often a warm environment re-reads LIVE: the delay before a published model serves.
     model_refresh_seconds: int = 60
     tracing: bool = False
+    # Whether this stack sets the region's account-wide API Gateway CloudWatch Logs role
+    # (AWS::ApiGateway::Account). Off: that role must already be set (the stage's access and
+    # execution logs need it). On for exactly one stack per account and region.
+    api_gateway_account_role: bool = True
     # API Gateway: per-method (all clients) and per-key (usage plan) limits of the keyed
     # routes, and the per-method limits of each open route.
     throttle_rate: float = 50.0

@@ -28,6 +28,7 @@ CUSTOM = {
     "reserved_concurrency": "5",
     "alarm_email": "ops@example.com",
     "spot": "false",
+    "api_gateway_account_role": "false",
 }
 # What may be acknowledged at all; anything else must be fixed, not acknowledged.
 ACCEPTED_RULES = {
@@ -149,6 +150,12 @@ def test_the_flipped_options_take_effect(custom: tuple[dict, dict]) -> None:
     )
     assert "EnableManagedSpotTraining" not in definition
     assert "MaxWaitTimeInSeconds" not in definition
+    # The account-wide API Gateway logging role is left alone: no Account resource, no role
+    # with the managed policy; the stage still logs (the account's role is a prerequisite).
+    kinds = {r["Type"] for r in resources.values()}
+    assert "AWS::ApiGateway::Account" not in kinds
+    assert not [r for r in resources.values() if r["Properties"].get("ManagedPolicyArns")]
+    assert "AccessLogSetting" in stage
     subscriptions = [r for r in resources.values() if r["Type"] == "AWS::SNS::Subscription"]
     assert [s["Properties"]["Endpoint"] for s in subscriptions] == ["ops@example.com"]
 

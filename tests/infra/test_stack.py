@@ -595,6 +595,14 @@ def test_no_s3_permission_anywhere_has_a_star_resource(raw: dict[str, Any]) -> N
                 assert "StorageData" in flat(resource), statement
 
 
+def test_the_default_stack_sets_the_accounts_api_gateway_logging_role(raw: dict[str, Any]) -> None:
+    """api_gateway_account_role (default on) makes this stack own the account-wide setting;
+    test_nag's flipped variant checks the stack without it."""
+    _, account = only(raw, "AWS::ApiGateway::Account", "ServingApi")
+    role, _ = only(raw, "AWS::IAM::Role", "ServingApiCloudWatchRole")
+    assert account["Properties"]["CloudWatchRoleArn"] == {"Fn::GetAtt": [role, "Arn"]}
+
+
 def test_only_the_api_gateway_logging_role_uses_a_managed_policy(raw: dict[str, Any]) -> None:
     managed = {
         name: [flat(arn) for arn in role["Properties"].get("ManagedPolicyArns", [])]

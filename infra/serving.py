@@ -130,8 +130,10 @@ def gateway_response_headers(settings: Settings) -> dict[str, str]:
     return headers
 
 
-# The keyed routes; with CORS origins each also has an open OPTIONS (preflight) method.
-KEYED_ROUTES = ("v1/entities", "v1/model")
+# The keyed methods (what clients pay for); with CORS origins each route also has an open
+# OPTIONS (preflight) method.
+KEYED_METHODS = (("POST", "v1/entities"), ("GET", "v1/model"))
+KEYED_ROUTES = tuple(path for _, path in KEYED_METHODS)
 
 
 def open_method_paths(settings: Settings) -> list[str]:

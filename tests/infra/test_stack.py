@@ -629,15 +629,44 @@ def test_every_log_group_has_a_retention(raw: dict[str, Any]) -> None:
 def test_alarms_on_errors_throttles_5xx_and_training_notify_the_topic(raw: dict[str, Any]) -> None:
     topic, _ = only(raw, "AWS::SNS::Topic", "MonitoringAlarms")
     alarms = resources(raw, "AWS::CloudWatch::Alarm").values()
-    metrics = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]) for a in alarms}
+    metrics = {
+        (a["Properties"]["Namespace"], a["Properties"]["MetricName"])
+        for a in alarms
+        if "MetricName" in a["Properties"]
+    }
     assert metrics == {
         ("AWS/Lambda", "Errors"),
         ("AWS/Lambda", "Throttles"),
-        ("AWS/ApiGateway", "5XXError"),
         ("AWS/States", "ExecutionsFailed"),
     }
+    (api_5xx,) = [a["Properties"] for a in alarms if "Metrics" in a["Properties"]]
+    assert api_5xx["Threshold"] == 1
     for alarm in alarms:
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic}]
+
+
+def test_api_5xx_alarm_watches_the_keyed_routes_only(raw: dict[str, Any]) -> None:
+    """/ready is 503 until a model is published: a fresh stack must not alarm on it."""
+    (alarm,) = [
+        a["Properties"]
+        for name, a in resources(raw, "AWS::CloudWatch::Alarm").items()
+        if name.startswith("MonitoringApi5xx")
+    ]
+    watched: dict[str, set[tuple[str, str]]] = {}
+    expressions = []
+    for query in alarm["Metrics"]:
+        if "Expression" in query:
+            expressions.append(query["Expression"])
+            continue
+        metric = query["MetricStat"]["Metric"]
+        dims = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+        assert metric["Namespace"] == "AWS/ApiGateway"
+        assert dims["ApiName"] == "nerkit-prod" and dims["Stage"] == "prod"
+        watched.setdefault(metric["MetricName"], set()).add((dims["Method"], dims["Resource"]))
+    keyed = {("POST", "/v1/entities"), ("GET", "/v1/model")}
+    assert watched == {"5XXError": keyed, "Count": keyed}
+    (expression,) = expressions
+    assert expression.startswith("100 * (")
 
 
 def test_dashboard_shows_the_service_emf_metrics(raw: dict[str, Any]) -> None:

@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     gate_must_beat_live: bool = True
     # Operations.
     log_retention_days: int = 30
+    # Own SageMaker's account-wide /aws/sagemaker/TrainingJobs log group (retention above).
+    # For one stage per account and region, and only where the group does not exist yet.
+    manage_sagemaker_log_group: bool = False
     alarm_email: str | None = None
 
     @classmethod

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import ArnFormat, Duration, Size, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -68,6 +68,16 @@ class TrainingPipeline(Construct):
             # SageMaker training instances are x86_64.
             platform=ecr_assets.Platform.LINUX_AMD64,
         )
+        if settings.manage_sagemaker_log_group:
+            # Account-wide: every training job of the region logs here, whatever stack
+            # started it. Retained, so deleting this stage keeps the other stages' logs.
+            log_group(
+                self,
+                "SageMakerLogs",
+                settings,
+                log_group_name=SAGEMAKER_LOG_GROUP,
+                removal_policy=RemovalPolicy.RETAIN,
+            )
         self.sagemaker_role = self._sagemaker_role()
         self.gate_function = self._gate_function()
         self.state_machine = self._state_machine()
@@ -268,13 +278,13 @@ class TrainingPipeline(Construct):
             sfn.Choice(self, "ValidateInput").when(valid_input, training).otherwise(invalid)
         )
         limit = s.max_wait_seconds if s.spot else s.max_runtime_seconds
-        return sfn.StateMachine(
+        machine = sfn.StateMachine(
             self,
             "StateMachine",
             comment="Train a NER model on SageMaker, gate it on F1 and publish it",
             definition_body=sfn.DefinitionBody.from_chainable(definition),
             timeout=Duration.seconds(limit + PIPELINE_OVERHEAD_SECONDS),
-            tracing_enabled=True,
+            tracing_enabled=s.tracing,
             logs=sfn.LogOptions(
                 destination=log_group(
                     self,
@@ -287,6 +297,14 @@ class TrainingPipeline(Construct):
                 include_execution_data=True,
             ),
         )
+        if not s.tracing:
+            acknowledge(
+                machine,
+                "AwsSolutions-SF2",
+                "X-Ray follows the deployment's tracing setting (off by default, like the "
+                "Lambda and the API stage); every execution event is logged (level ALL).",
+            )
+        return machine
 
     def _training_state(self, state_id: str, channels: tuple[str, ...]) -> sfn.CustomState:
         return sfn.CustomState(self, state_id, state_json=self._training_task(channels))

@@ -29,6 +29,7 @@ CUSTOM = {
     "alarm_email": "ops@example.com",
     "spot": "false",
     "api_gateway_account_role": "false",
+    "manage_sagemaker_log_group": "true",
 }
 # What may be acknowledged at all; anything else must be fixed, not acknowledged.
 ACCEPTED_RULES = {
@@ -37,6 +38,7 @@ ACCEPTED_RULES = {
     "AwsSolutions-APIG3",  # no WAF
     "AwsSolutions-APIG4",  # API keys instead of an authorizer
     "AwsSolutions-COG4",  # no Cognito
+    "AwsSolutions-SF2",  # state machine X-Ray follows the tracing setting (off by default)
 }
 
 
@@ -156,6 +158,16 @@ def test_the_flipped_options_take_effect(custom: tuple[dict, dict]) -> None:
     assert "AWS::ApiGateway::Account" not in kinds
     assert not [r for r in resources.values() if r["Properties"].get("ManagedPolicyArns")]
     assert "AccessLogSetting" in stage
+    (machine,) = [r for r in resources.values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    assert machine["Properties"]["TracingConfiguration"] == {"Enabled": True}
+    (sagemaker_logs,) = [
+        r
+        for r in resources.values()
+        if r["Type"] == "AWS::Logs::LogGroup"
+        and r["Properties"].get("LogGroupName") == "/aws/sagemaker/TrainingJobs"
+    ]
+    assert sagemaker_logs["Properties"]["RetentionInDays"] == 30
+    assert sagemaker_logs["DeletionPolicy"] == "Retain"
     subscriptions = [r for r in resources.values() if r["Type"] == "AWS::SNS::Subscription"]
     assert [s["Properties"]["Endpoint"] for s in subscriptions] == ["ops@example.com"]
 

@@ -99,6 +99,16 @@ def test_data_bucket_is_private_encrypted_versioned_logged_and_retained(
         "NoncurrentDays": 30
     }
     assert rules["expire-noncurrent-versions"]["AbortIncompleteMultipartUpload"]
+    # Expirations on a versioned bucket leave delete markers; they are cleaned up too.
+    assert rules["expire-noncurrent-versions"]["ExpiredObjectDeleteMarker"] is True
+    assert "Prefix" not in rules["expire-noncurrent-versions"]
+    for rule_id, prefix in (
+        ("expire-checkpoints", "checkpoints/"),
+        ("expire-training-output", "training/"),
+    ):
+        assert rules[rule_id]["Prefix"] == prefix
+        assert rules[rule_id]["ExpirationInDays"] > 0
+        assert rules[rule_id]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
     assert props["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": log_logical}
     for name in (logical, log_logical):
         assert raw["Resources"][name]["DeletionPolicy"] == "Retain"
@@ -442,11 +452,12 @@ def test_start_cli_input_satisfies_the_state_machine(definition: dict[str, Any])
     assert test_rule["Variable"] == "$.channels.test"
 
 
-def test_state_machine_logs_everything_and_traces(raw: dict[str, Any]) -> None:
+def test_state_machine_logs_everything_and_traces_only_with_tracing(raw: dict[str, Any]) -> None:
     _, machine = only(raw, "AWS::StepFunctions::StateMachine", "Training")
     props = machine["Properties"]
     assert props["LoggingConfiguration"]["Level"] == "ALL"
-    assert props["TracingConfiguration"] == {"Enabled": True}
+    # tracing is off by default (test_nag's flipped variant turns it on).
+    assert props.get("TracingConfiguration", {"Enabled": False}) == {"Enabled": False}
 
 
 def test_gate_function_is_python_with_the_store_uri(raw: dict[str, Any]) -> None:
@@ -623,6 +634,13 @@ def test_only_the_api_gateway_logging_role_uses_a_managed_policy(raw: dict[str, 
 def test_every_log_group_has_a_retention(raw: dict[str, Any]) -> None:
     groups = resources(raw, "AWS::Logs::LogGroup")
     assert len(groups) == 5  # function, access, execution, gate, state machine
+    # SageMaker's account-wide group is left alone unless manage_sagemaker_log_group.
+    assert not [
+        g
+        for g in groups.values()
+        if "LogGroupName" in g["Properties"]
+        and g["Properties"]["LogGroupName"] == "/aws/sagemaker/TrainingJobs"
+    ]
     assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {30}
 
 

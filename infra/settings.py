@@ -159,6 +159,11 @@ class Settings(BaseSettings):
         return max(1, self.lambda_memory_mb // MB_PER_VCPU)
 
     @property
+    def tags(self) -> dict[str, str]:
+        """Cost-allocation tags of every resource: the stack's and its training jobs'."""
+        return {"project": "nerkit", "stage": self.stage}
+
+    @property
     def training_job_prefix(self) -> str:
         """Every training job of this deployment is named ``<prefix><run>``; IAM is scoped
         to it."""

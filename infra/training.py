@@ -344,6 +344,9 @@ class TrainingPipeline(Construct):
             # The pretrained encoder ships inside the image and SageMaker itself moves the
             # channels and the model: the container needs no network at all.
             "EnableNetworkIsolation": True,
+            # Jobs are created at run time, outside CloudFormation: tag them like the stack
+            # so their cost is attributed (the state machine may sagemaker:AddTags).
+            "Tags": [{"Key": key, "Value": value} for key, value in s.tags.items()],
         }
         if s.spot:
             stopping["MaxWaitTimeInSeconds"] = s.max_wait_seconds

@@ -78,6 +78,12 @@ def as_list(value: Any) -> list[Any]:
 # -- storage --------------------------------------------------------------------------------
 
 
+def test_stack_resources_carry_the_cost_allocation_tags(raw: dict[str, Any]) -> None:
+    _, bucket = only(raw, "AWS::S3::Bucket", "StorageData")
+    tags = {t["Key"]: t["Value"] for t in bucket["Properties"]["Tags"]}
+    assert tags == {"project": "nerkit", "stage": "prod"} == Settings().tags
+
+
 def test_data_bucket_is_private_encrypted_versioned_logged_and_retained(
     raw: dict[str, Any], template: Template
 ) -> None:
@@ -406,6 +412,11 @@ def test_state_machine_trains_gates_and_fails_with_the_reason(
         assert "checkpoints/{}/" in params["CheckpointConfig"]["S3Uri.$"]
         assert params["OutputDataConfig"]["S3OutputPath"] == "s3://TOKEN/training/"
         assert params["ResourceConfig"]["InstanceType"] == "ml.g4dn.xlarge"
+        # Run-time jobs carry the stack's cost-allocation tags.
+        assert params["Tags"] == [
+            {"Key": "project", "Value": "nerkit"},
+            {"Key": "stage", "Value": "prod"},
+        ]
     channels = [c["ChannelName"] for c in states["TrainWithTest"]["Parameters"]["InputDataConfig"]]
     assert channels == ["train", "validation", "test"]
     assert len(states["Train"]["Parameters"]["InputDataConfig"]) == 2

@@ -121,9 +121,18 @@ class TrainingPipeline(Construct):
             why="spot checkpoints live under <prefix>/<job>/; job names are per run.",
         )
         storage.grant_list(role, s.datasets_prefix, CHECKPOINT_PREFIX)
-        # The asset repository (CDK bootstrap), plus ecr:GetAuthorizationToken, which has no
-        # resource-level permissions.
-        self.image.repository.grant_pull(role)
+        # The image's asset repository (CDK bootstrap); the ECR login before the pull is
+        # among the unscoped actions below.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchGetImage",
+                ],
+                resources=[self.image.repository.repository_arn],
+            )
+        )
         log_group_arn = Stack.of(self).format_arn(
             service="logs",
             resource="log-group",
@@ -141,19 +150,29 @@ class TrainingPipeline(Construct):
                 resources=[log_group_arn, f"{log_group_arn}:*"],
             )
         )
-        # In AWS's list of a training job's execution-role permissions (the job's metrics).
-        # PutMetricData has no resource-level permissions; the condition pins the namespace.
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringEquals": {"cloudwatch:namespace": SAGEMAKER_METRIC_NAMESPACE}},
-            )
+        # The two actions without resource-level permissions sit in a policy of their own,
+        # so that the "*" acknowledgment covers them and nothing added later to the role.
+        unscoped = iam.Policy(
+            self,
+            "SageMakerUnscopedPolicy",
+            roles=[role],
+            statements=[
+                iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+                # In AWS's list of a training job's execution-role permissions (its metrics);
+                # the condition pins the namespace.
+                iam.PolicyStatement(
+                    actions=["cloudwatch:PutMetricData"],
+                    resources=["*"],
+                    conditions={
+                        "StringEquals": {"cloudwatch:namespace": SAGEMAKER_METRIC_NAMESPACE}
+                    },
+                ),
+            ],
         )
         acknowledge(
-            role,
+            unscoped,
             "AwsSolutions-IAM5[Resource::*]",
-            "Only for the two actions without resource-level permissions: "
+            "Only the two actions without resource-level permissions: "
             "ecr:GetAuthorizationToken (the ECR login before the pull, which is scoped to the "
             "image repository) and cloudwatch:PutMetricData (conditioned on the SageMaker "
             "training namespace).",
@@ -401,23 +420,26 @@ class TrainingPipeline(Construct):
                 ],
             ),
         ]
-        for statement in statements:
-            self.state_machine.add_to_role_policy(statement)
-        role = self.state_machine.role
+        # A policy of its own: the role's default policy holds what CDK grants (logging,
+        # X-Ray, invoking the gate), whose "*" acknowledgment must not cover these.
+        jobs = iam.Policy(
+            self, "TrainingJobsPolicy", roles=[self.state_machine.role], statements=statements
+        )
         acknowledge_wildcard(
-            role,
+            jobs,
             self.job_arn_pattern,
             "Training job names are chosen per run; the pattern admits only this "
             "deployment's prefix (the start CLI and IAM agree on it).",
         )
+        granted_by_cdk = self.state_machine.role.node.find_child("DefaultPolicy")
         acknowledge_wildcard(
-            role,
+            granted_by_cdk,
             f"{self.gate_function.function_arn}:*",
             "CDK's grant for invoking the gate Lambda covers its versions/aliases (ARN:*); "
             "it is still this one function.",
         )
         acknowledge(
-            role,
+            granted_by_cdk,
             "AwsSolutions-IAM5[Resource::*]",
             "Granted by CDK for the state machine's own logging (logs:*LogDelivery, "
             "DescribeLogGroups/ResourcePolicies, PutResourcePolicy) and X-Ray tracing: "

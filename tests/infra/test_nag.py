@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aws_cdk import App, RemovalPolicy, Stack
+from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 
@@ -170,6 +171,85 @@ def test_the_flipped_options_take_effect(custom: tuple[dict, dict]) -> None:
     assert sagemaker_logs["DeletionPolicy"] == "Retain"
     subscriptions = [r for r in resources.values() if r["Type"] == "AWS::SNS::Subscription"]
     assert [s["Properties"]["Endpoint"] for s in subscriptions] == ["ops@example.com"]
+
+
+# Findings whose id names no resource: acknowledged only on the exact construct they concern.
+GENERIC_FINDINGS = {
+    "AwsSolutions-IAM5[Resource::*]",
+    "AwsSolutions-APIG3",
+    "AwsSolutions-APIG4",
+    "AwsSolutions-COG4",
+    "AwsSolutions-SF2",
+}
+# Every action granted on Resource "*" anywhere: those without resource-level permissions.
+UNSCOPED_ACTIONS = {
+    "ecr:GetAuthorizationToken",
+    "cloudwatch:PutMetricData",
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+}
+
+
+@pytest.mark.parametrize("variant", ["default", "custom"])
+def test_generic_findings_are_acknowledged_on_the_exact_construct(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
+    plugin, _ = request.getfixturevalue(variant)
+    for finding in plugin["suppressedViolations"]:
+        rule = finding["ruleName"]
+        # IAM4 names the managed policy, not the role that carries it.
+        if rule in GENERIC_FINDINGS or rule.split("[")[0] == "AwsSolutions-IAM4":
+            for construct in finding["violatingConstructs"]:
+                assert construct["constructPath"] == finding["acknowledgedAt"] + "/Resource", rule
+
+
+@pytest.mark.parametrize("variant", ["default", "custom"])
+def test_only_actions_without_resource_level_permissions_get_a_star(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
+    _, template = request.getfixturevalue(variant)
+    starred = {
+        action
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::IAM::Policy"
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Resource"] == "*"
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    }
+    assert starred <= UNSCOPED_ACTIONS, sorted(starred - UNSCOPED_ACTIONS)
+
+
+def test_a_new_open_method_or_star_statement_fails_cdk_nag(tmp_path: Path) -> None:
+    """The acknowledgments are scoped: what is added later is checked afresh."""
+    app, stack = build_app(outdir=str(tmp_path), environ={})
+    stack.serving.api.root.add_resource("debug").add_method("GET", apigw.MockIntegration())
+    stack.training.sagemaker_role.add_to_policy(
+        iam.PolicyStatement(actions=["sagemaker:ListTrainingJobs"], resources=["*"])
+    )
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    failures = {
+        (v["ruleName"], c["constructPath"])
+        for v in report(tmp_path)["violations"]
+        for c in v["violatingConstructs"]
+    }
+    assert ("AwsSolutions-APIG4", "Nerkit-prod/Serving/Api/Default/debug/GET/Resource") in failures
+    assert (
+        "AwsSolutions-IAM5[Resource::*]",
+        "Nerkit-prod/Training/SageMakerRole/DefaultPolicy/Resource",
+    ) in failures
 
 
 def _bad_app(outdir: Path, *, acknowledged: bool) -> App:

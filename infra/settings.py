@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     model_prefix: str = "models/ner"
     datasets_prefix: str = "datasets"
     # Training pipeline.
-    training_instance_type: str = "ml.g4dn.xlarge"
+    training_instance_type: str = "ml.g6.xlarge"
     training_volume_gb: int = 30
     spot: bool = True
     max_runtime_seconds: int = 3 * 3600
@@ -272,7 +272,7 @@ def _check_prefixes(s: Settings) -> str | None:
 
 def _check_training(s: Settings) -> str | None:
     if not _INSTANCE_RE.fullmatch(s.training_instance_type):
-        return f"training_instance_type {s.training_instance_type!r} must look like ml.g4dn.xlarge"
+        return f"training_instance_type {s.training_instance_type!r} must look like ml.g6.xlarge"
     if s.spot and s.max_wait_seconds < s.max_runtime_seconds:
         return "max_wait_seconds must be >= max_runtime_seconds for spot training"
     return (

@@ -411,7 +411,7 @@ def test_state_machine_trains_gates_and_fails_with_the_reason(
         }
         assert "checkpoints/{}/" in params["CheckpointConfig"]["S3Uri.$"]
         assert params["OutputDataConfig"]["S3OutputPath"] == "s3://TOKEN/training/"
-        assert params["ResourceConfig"]["InstanceType"] == "ml.g4dn.xlarge"
+        assert params["ResourceConfig"]["InstanceType"] == "ml.g6.xlarge"
         # Run-time jobs carry the stack's cost-allocation tags.
         assert params["Tags"] == [
             {"Key": "project", "Value": "nerkit"},

@@ -1,6 +1,7 @@
-"""cdk-nag AwsSolutions on the real app, with default and with every option flipped: no
-unacknowledged finding, and every acknowledgment carries a written reason. A tiny bad stack
-proves the check can fail."""
+"""The independent template checks on the real app, with default and with every option
+flipped: cdk-nag AwsSolutions (no unacknowledged finding, every acknowledgment with a written
+reason, on the exact construct) and cfn-lint (no error, no warning but CDK's own redundant
+role dependencies). Tiny bad stacks and templates prove both checks can fail."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from aws_cdk import App, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
+from cfnlint.api import ManualArgs, lint
 
 from infra.app import build_app
 from infra.nag import acknowledge, acknowledge_wildcard, add_checks
@@ -250,6 +252,49 @@ def test_a_new_open_method_or_star_statement_fails_cdk_nag(tmp_path: Path) -> No
         "AwsSolutions-IAM5[Resource::*]",
         "Nerkit-prod/Training/SageMakerRole/DefaultPolicy/Resource",
     ) in failures
+
+
+# Regions whose resource specifications cfn-lint checks the templates against.
+LINT_REGIONS = ["us-east-1", "eu-west-1"]
+
+
+def cfn_lint(template: dict[str, Any]) -> list[Any]:
+    return list(lint(json.dumps(template), config=ManualArgs(regions=LINT_REGIONS)))
+
+
+def cdk_role_dependency(match: Any, template: dict[str, Any]) -> bool:
+    """W3005 on a DependsOn that aws-cdk-lib itself adds from a Lambda function or state
+    machine to its role, next to the role's policy; the GetAtt of the role already orders
+    them, so the entry is redundant and harmless (CloudFormation accepts it)."""
+    if match.rule.id != "W3005":
+        return False
+    _, logical_id, key, index = match.path
+    resource = template["Resources"][logical_id]
+    depended = template["Resources"][resource[key][index]]
+    return (
+        resource["Type"] in ("AWS::Lambda::Function", "AWS::StepFunctions::StateMachine")
+        and depended["Type"] == "AWS::IAM::Role"
+    )
+
+
+@pytest.mark.parametrize("variant", ["default", "custom"])
+def test_cfn_lint_passes_every_variant(variant: str, request: pytest.FixtureRequest) -> None:
+    _, template = request.getfixturevalue(variant)
+    matches = cfn_lint(template)
+    assert [m for m in matches if not cdk_role_dependency(m, template)] == []
+    # The three known ones: the serving and gate functions and the state machine.
+    assert len(matches) == 3
+
+
+def test_cfn_lint_reports_a_broken_template() -> None:
+    template = {
+        "Resources": {
+            "Bucket": {"Type": "AWS::S3::Bucket", "Properties": {"VersioningConfig": {}}},
+            "Queue": {"Type": "AWS::SQS::Queue", "DependsOn": ["Nowhere"]},
+        }
+    }
+    rules = {m.rule.id for m in cfn_lint(template)}
+    assert {"E3002", "E3005"} <= rules, rules
 
 
 def _bad_app(outdir: Path, *, acknowledged: bool) -> App:

@@ -42,6 +42,8 @@ RESERVED_PREFIXES = frozenset({"training", "checkpoints"})
 
 _STAGE_RE = re.compile(r"[a-z][a-z0-9-]{0,19}")
 _PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*[A-Za-z0-9]")
+_GITHUB_REPO_RE = re.compile(r"[A-Za-z0-9-]+/[A-Za-z0-9._-]+")
+_GITHUB_ENVIRONMENT_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
 _INSTANCE_RE = re.compile(r"ml\.[a-z0-9]+\.[0-9]*[a-z]+")
 # The environment Settings.load reads instead of os.environ (tests pass their own).
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("nerkit_settings_environ", default=None)
@@ -107,6 +109,12 @@ class Settings(BaseSettings):
     gate_must_beat_live: bool = True
     # Operations.
     log_retention_days: int = 30
+    # Continuous delivery: with github_repo (owner/name) the app adds the stack of GitHub
+    # OIDC deploy roles, one per environment; an account's existing GitHub OIDC provider is
+    # imported by ARN instead of created.
+    github_repo: str | None = None
+    github_environments: Annotated[tuple[str, ...], NoDecode] = ("dev", "prod")
+    github_oidc_provider_arn: str | None = None
     # Own SageMaker's account-wide /aws/sagemaker/TrainingJobs log group (retention above).
     # For one stage per account and region, and only where the group does not exist yet.
     manage_sagemaker_log_group: bool = False
@@ -125,14 +133,20 @@ class Settings(BaseSettings):
         # environment; no .env or secrets files.
         return init_settings, _EnvironSource(settings_cls)
 
-    @field_validator("reserved_concurrency", "alarm_email", mode="before")
+    @field_validator(
+        "reserved_concurrency",
+        "alarm_email",
+        "github_repo",
+        "github_oidc_provider_arn",
+        mode="before",
+    )
     @classmethod
     def _none_clears(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("", "none"):
             return None
         return value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "github_environments", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -291,6 +305,18 @@ def _check_operations(s: Settings) -> str | None:
     return None
 
 
+def _check_github(s: Settings) -> str | None:
+    if s.github_repo is not None and not _GITHUB_REPO_RE.fullmatch(s.github_repo):
+        return f"github_repo {s.github_repo!r} must be owner/name"
+    bad = [e for e in s.github_environments if not _GITHUB_ENVIRONMENT_RE.fullmatch(e)]
+    if bad or not s.github_environments:
+        return f"github_environments must be names like dev,prod: {list(s.github_environments)}"
+    arn = s.github_oidc_provider_arn
+    if arn is not None and not arn.endswith(":oidc-provider/token.actions.githubusercontent.com"):
+        return f"github_oidc_provider_arn {arn!r} is not GitHub's OIDC provider"
+    return None
+
+
 _CHECKS: tuple[Callable[[Settings], str | None], ...] = (
     _check_stage,
     _check_architecture,
@@ -301,4 +327,5 @@ _CHECKS: tuple[Callable[[Settings], str | None], ...] = (
     _check_prefixes,
     _check_training,
     _check_operations,
+    _check_github,
 )

@@ -42,7 +42,8 @@ class GithubDeployStack(Stack):
             **kwargs,
         )
         repo = settings.github_repo
-        assert repo is not None, "only synthesized with github_repo"
+        if repo is None:
+            raise ValueError("the GitHub deploy stack needs the github_repo setting")
         if settings.github_oidc_provider_arn:
             provider_arn = settings.github_oidc_provider_arn
         else:

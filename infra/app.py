@@ -15,6 +15,8 @@ from typing import Any
 from aws_cdk import App, Environment
 
 from infra.assets import REPO_ROOT
+from infra.github_oidc import STACK_NAME as GITHUB_STACK_NAME
+from infra.github_oidc import GithubDeployStack
 from infra.nag import add_checks
 from infra.settings import Settings
 from infra.stack import NerkitStack
@@ -40,6 +42,9 @@ def build_app(
         account=os.environ.get("CDK_DEFAULT_ACCOUNT"), region=os.environ.get("CDK_DEFAULT_REGION")
     )
     stack = NerkitStack(app, settings.stack_name, settings=settings, env=env)
+    if settings.github_repo:
+        # Only when asked for: a bare `cdk deploy` still deploys the one service stack.
+        GithubDeployStack(app, GITHUB_STACK_NAME, settings=settings, env=env)
     add_checks(app)
     return app, stack
 

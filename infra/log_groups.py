@@ -21,14 +21,19 @@ RETENTION = {
 
 
 def log_group(
-    scope: Construct, construct_id: str, settings: Settings, **kwargs: str
+    scope: Construct,
+    construct_id: str,
+    settings: Settings,
+    *,
+    log_group_name: str | None = None,
+    removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
 ) -> logs.LogGroup:
-    """A log group with the deployment's retention; removed with the stack (the bucket, not
-    the logs, is what outlives a deployment)."""
+    """A log group with the deployment's retention; by default removed with the stack (the
+    bucket, not the logs, is what outlives a deployment)."""
     return logs.LogGroup(
         scope,
         construct_id,
+        log_group_name=log_group_name,
         retention=RETENTION[settings.log_retention_days],
-        removal_policy=RemovalPolicy.DESTROY,
-        **kwargs,
+        removal_policy=removal_policy,
     )

@@ -18,6 +18,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from infra.serving import KEYED_METHODS
 from infra.settings import Settings
 from nerkit.api.emf import ENTITIES, ERRORS, LATENCY, NAMESPACE, ROUTE, SERVICE, TEXTS
 
@@ -41,7 +42,7 @@ class Monitoring(Construct):
         )
         if settings.alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(settings.alarm_email))
-        self.alarms = self._alarms(function, api, state_machine)
+        self.alarms = self._alarms(settings.stage, function, api, state_machine)
         action = cw_actions.SnsAction(self.topic)
         for alarm in self.alarms:
             alarm.add_alarm_action(action)
@@ -50,7 +51,7 @@ class Monitoring(Construct):
 
     def _alarm(
         self,
-        metric: cw.Metric,
+        metric: cw.Metric | cw.MathExpression,
         alarm_id: str,
         description: str,
         *,
@@ -70,7 +71,11 @@ class Monitoring(Construct):
         )
 
     def _alarms(
-        self, function: lambda_.IFunction, api: apigw.RestApi, state_machine: sfn.StateMachine
+        self,
+        stage: str,
+        function: lambda_.IFunction,
+        api: apigw.RestApi,
+        state_machine: sfn.StateMachine,
     ) -> list[cw.Alarm]:
         at_least_one = cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
         # A handled request never raises, so any Lambda error is a crash, timeout or OOM.
@@ -90,12 +95,14 @@ class Monitoring(Construct):
             periods=1,
             comparison=at_least_one,
         )
-        # 5XXError's Average is the fraction of requests answered with a 5xx.
+        # Only the keyed routes: /ready answers 503 until the first model is published, and
+        # such 5xx responses are no incident.
         server_errors = self._alarm(
-            api.metric_server_error(period=PERIOD, statistic="Average"),
+            _keyed_server_error_percent(api, stage),
             "Api5xx",
-            "More than 1% of API requests got a 5xx in two 5-minute periods.",
-            threshold=0.01,
+            "More than 1% of the keyed API requests (POST /v1/entities, GET /v1/model) got a "
+            "5xx in two 5-minute periods.",
+            threshold=1,
             periods=2,
             comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
         )
@@ -167,6 +174,35 @@ class Monitoring(Construct):
             ),
         )
         return dashboard
+
+
+def _keyed_server_error_percent(api: apigw.RestApi, stage: str) -> cw.MathExpression:
+    """Percent of the keyed methods' requests answered with a 5xx (API Gateway's per-method
+    metrics, which the stage's detailed metrics turn on)."""
+    metrics: dict[str, cw.IMetric] = {}
+    for index, (method, path) in enumerate(KEYED_METHODS):
+        dimensions = {
+            "ApiName": api.rest_api_name,
+            "Stage": stage,
+            "Method": method,
+            "Resource": f"/{path}",
+        }
+        for prefix, name in (("errors", "5XXError"), ("requests", "Count")):
+            metrics[f"{prefix}{index}"] = cw.Metric(
+                namespace="AWS/ApiGateway",
+                metric_name=name,
+                dimensions_map=dimensions,
+                statistic="Sum",
+                period=PERIOD,
+            )
+    errors = " + ".join(k for k in metrics if k.startswith("errors"))
+    requests = " + ".join(k for k in metrics if k.startswith("requests"))
+    return cw.MathExpression(
+        expression=f"100 * ({errors}) / ({requests})",
+        using_metrics=metrics,
+        label="keyed routes 5xx %",
+        period=PERIOD,
+    )
 
 
 def _emf(function: lambda_.IFunction, metric: str, statistic: str) -> cw.MathExpression:

@@ -1,77 +1,32 @@
 """Deployment settings: one typed, validated object read from CDK context and the environment.
 
-Every field can be set three ways, strongest first:
-
-1. CDK context: ``npx cdk deploy -c lambda_memory_mb=3538`` (or the ``context`` block of
-   ``cdk.json``); the key is the field name.
-2. Environment: ``NERKIT_LAMBDA_MEMORY_MB=3538``; ``NERKIT_`` plus the upper-cased field name.
-3. The default below.
-
-Context wins over the environment because ``-c`` is an explicit, per-command choice while
-environment variables are ambient. Lists (``cors_origins``) are comma-separated strings or
-JSON lists; booleans accept true/false, 1/0, yes/no, on/off; ``none`` or an empty string
-clears an optional number.
-
-Why the defaults are what they are
-----------------------------------
-Serving numbers (measured on the team machines, x86_64): the int8 MiniLM model costs ~6 ms of
-CPU per sentence on one core with ONNX Runtime at one intra-op thread, and the process holds
-~110 MB RSS with the model loaded.
-
-* ``lambda_memory_mb = 1769``: Lambda allocates CPU in proportion to memory and 1,769 MB is
-  exactly one full vCPU. Inference is CPU-bound, so below 1,769 MB a request runs on a
-  fraction of a core: latency grows as 1769/memory while the GB-seconds per request (and so
-  the bill) stay roughly flat, so there is nothing to save by going lower, only latency to
-  lose (cold starts too: the model download, checksum and ONNX session build are CPU-bound).
-  Above 1,769 MB the second vCPU idles because ``NER_THREADS`` is 1 (one request per
-  environment; batching texts in one request is sequential per window), so cost rises with no
-  latency gain. The RSS (~110 MB) is far below any of these sizes: memory is bought here for
-  CPU, not for space. The stack derives ``NER_THREADS`` from this value (one thread per full
-  vCPU) so a deployer who raises it to 3,538 MB for long documents gets two threads.
-* ``architecture = "x86_64"``: onnxruntime ships wheels for both x86_64 and arm64 and arm64
-  is 20% cheaper per GB-second, but every latency and accuracy number this project has was
-  measured on x86_64 (int8 kernels differ: VNNI on x86, dot-product instructions on arm), and
-  the serving image builds natively on the x86_64 machines that run ``cdk deploy`` (arm64 needs
-  QEMU/buildx emulation there). Switch to ``arm64`` after measuring latency on Graviton; the
-  cost section of docs/DEPLOY.md gives both prices.
-* ``lambda_timeout_seconds = 29``: API Gateway REST gives up on an integration after 29 s, so
-  a longer Lambda timeout would only bill work nobody receives. It bounds the worst request
-  (64 texts x 20,000 characters) and a cold start that downloads the model.
-* ``lambda_ephemeral_mb = 512``: the free amount. A MiniLM artifact is ~25 MB; /tmp holds the
-  download, the extracted model and, during a refresh, the next version next to it (~100 MB).
-  Raise it for models over ~150 MB.
-* ``reserved_concurrency = None``: reserving concurrency takes it from the account pool and
-  fails to deploy on new accounts whose total limit is 10. The stage and usage-plan throttles
-  are the cost guard instead: 50 requests/s x ~10 ms is under one concurrent environment.
-* ``throttle_rate``/``throttle_burst``/``quota_per_day``: 50 req/s steady, bursts of 100 and
-  100,000 requests a day per key; at ~$3.9 per million requests (docs/DEPLOY.md) a key that
-  exhausts its quota costs ~$0.40 a day. API Gateway applies the stage's rate and burst to
-  each method separately (all clients of a method together); the usage plan adds the same
-  limits per key.
-* ``open_throttle_rate``/``open_throttle_burst``: 5 req/s, bursts of 10, for each open route
-  (``/health``, ``/ready``, the page). No key and no usage plan covers them, so these are the
-  only bound on what anonymous callers can spend: with the keyed routes' 50/100 an anonymous
-  flood could cost ~$16 a day per route and, worse, start up to 100 cold environments at once
-  (``/ready`` loads the model), taking Lambda concurrency from the keyed routes (and with
-  ``reserved_concurrency`` set, from a small fixed pool). An uptime check needs ~1 req/s and
-  a person loads the page once.
-* ``training_instance_type = "ml.g4dn.xlarge"``: one T4 GPU, the cheapest GPU training
-  instance with spot capacity in most regions; one CoNLL epoch takes ~15 min on 2 CPU cores
-  (measured) and should take a few minutes on a T4 (assumed, not measured). ``spot`` saves
-  up to ~70%; the checkpoint config lets SageMaker resume an interrupted job, and
-  ``max_wait_seconds`` (>= the max runtime) bounds the wait for spot capacity.
+Every field can be set three ways, strongest first: CDK context (``-c lambda_memory_mb=3538``
+or cdk.json's ``context``; the key is the field name), the environment
+(``NERKIT_LAMBDA_MEMORY_MB=3538``) and the default below. Context wins because ``-c`` is an
+explicit, per-command choice while environment variables are ambient. Lists are
+comma-separated strings or JSON lists; ``none`` or an empty string clears an optional value.
+docs/DEPLOY.md ("Settings") says why each default is what it is.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import types
-import typing
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Annotated, Any
+
+from pydantic import ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from nerkit.api.origins import is_allowed_origin
 
 ENV_PREFIX = "NERKIT_"
 # Lambda's limits: memory 128-10,240 MB, /tmp 512-10,240 MB; API Gateway REST: 29 s.
@@ -87,19 +42,33 @@ RESERVED_PREFIXES = frozenset({"training", "checkpoints"})
 
 _STAGE_RE = re.compile(r"[a-z][a-z0-9-]{0,19}")
 _PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*[A-Za-z0-9]")
-_ORIGIN_RE = re.compile(r"https?://[^/\s?#]+")  # the same rule as nerkit.api.settings
+_GITHUB_REPO_RE = re.compile(r"[A-Za-z0-9-]+/[A-Za-z0-9._-]+")
+_GITHUB_ENVIRONMENT_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
 _INSTANCE_RE = re.compile(r"ml\.[a-z0-9]+\.[0-9]*[a-z]+")
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
+# The environment Settings.load reads instead of os.environ (tests pass their own).
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("nerkit_settings_environ", default=None)
 
 
 class SettingsError(ValueError):
     """A context value or environment variable holds an invalid setting."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything a deployment may tune; see the module docstring for the defaults' reasons."""
+class _EnvironSource(EnvSettingsSource):
+    """``NERKIT_*`` variables from the mapping given to ``Settings.load`` (else os.environ)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = _ENVIRON.get()
+        if environ is None:
+            return super()._load_env_vars()
+        return {name.lower(): value for name, value in environ.items()}
+
+
+class Settings(BaseSettings):
+    """Everything a deployment may tune; docs/DEPLOY.md gives the defaults' reasons."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", str_strip_whitespace=True
+    )
 
     # Names the stack (Nerkit-<stage>), the API stage and resource names; one per deployment.
     stage: str = "prod"
@@ -112,6 +81,10 @@ class Settings:
     # How often a warm environment re-reads LIVE: the delay before a published model serves.
     model_refresh_seconds: int = 60
     tracing: bool = False
+    # Whether this stack sets the region's account-wide API Gateway CloudWatch Logs role
+    # (AWS::ApiGateway::Account). Off: that role must already be set (the stage's access and
+    # execution logs need it). On for exactly one stack per account and region.
+    api_gateway_account_role: bool = True
     # API Gateway: per-method (all clients) and per-key (usage plan) limits of the keyed
     # routes, and the per-method limits of each open route.
     throttle_rate: float = 50.0
@@ -120,12 +93,12 @@ class Settings:
     open_throttle_rate: float = 5.0
     open_throttle_burst: int = 10
     enable_page: bool = True
-    cors_origins: tuple[str, ...] = ()
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     # S3 layout inside the one bucket.
     model_prefix: str = "models/ner"
     datasets_prefix: str = "datasets"
     # Training pipeline.
-    training_instance_type: str = "ml.g4dn.xlarge"
+    training_instance_type: str = "ml.g6.xlarge"
     training_volume_gb: int = 30
     spot: bool = True
     max_runtime_seconds: int = 3 * 3600
@@ -136,12 +109,59 @@ class Settings:
     gate_must_beat_live: bool = True
     # Operations.
     log_retention_days: int = 30
+    # Continuous delivery: with github_repo (owner/name) the app adds the stack of GitHub
+    # OIDC deploy roles, one per environment; an account's existing GitHub OIDC provider is
+    # imported by ARN instead of created.
+    github_repo: str | None = None
+    github_environments: Annotated[tuple[str, ...], NoDecode] = ("dev", "prod")
+    github_oidc_provider_arn: str | None = None
+    # Own SageMaker's account-wide /aws/sagemaker/TrainingJobs log group (retention above).
+    # For one stage per account and region, and only where the group does not exist yet.
+    manage_sagemaker_log_group: bool = False
     alarm_email: str | None = None
 
-    def __post_init__(self) -> None:
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Context values arrive as init arguments (Settings.load), so they beat the
+        # environment; no .env or secrets files.
+        return init_settings, _EnvironSource(settings_cls)
+
+    @field_validator(
+        "reserved_concurrency",
+        "alarm_email",
+        "github_repo",
+        "github_oidc_provider_arn",
+        mode="before",
+    )
+    @classmethod
+    def _none_clears(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "none"):
+            return None
+        return value
+
+    @field_validator("cors_origins", "github_environments", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else text.split(",")
+        if isinstance(value, list | tuple):
+            return tuple(str(item).strip() for item in value if str(item).strip())
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
         problems = [message for check in _CHECKS if (message := check(self))]
         if problems:
-            raise SettingsError("invalid settings: " + "; ".join(problems))
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def stack_name(self) -> str:
@@ -151,6 +171,11 @@ class Settings:
     def ner_threads(self) -> int:
         """ONNX Runtime threads that the function's memory pays for (one per full vCPU)."""
         return max(1, self.lambda_memory_mb // MB_PER_VCPU)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """Cost-allocation tags of every resource: the stack's and its training jobs'."""
+        return {"project": "nerkit", "stage": self.stage}
 
     @property
     def training_job_prefix(self) -> str:
@@ -166,55 +191,37 @@ class Settings:
     ) -> Settings:
         """Build settings from a context lookup (``app.node.try_get_context``) and the
         environment (default ``os.environ``)."""
-        environ = os.environ if environ is None else environ
-        hints = typing.get_type_hints(cls)
-        values: dict[str, Any] = {}
-        for field in fields(cls):
-            raw = context(field.name)
-            source = f"context {field.name}"
-            if raw is None:
-                name = ENV_PREFIX + field.name.upper()
-                raw, source = environ.get(name), f"environment {name}"
-            if raw is None:
-                continue
-            try:
-                values[field.name] = _convert(raw, hints[field.name])
-            except (TypeError, ValueError) as exc:
-                raise SettingsError(f"{source}={raw!r}: {exc}") from None
-        return cls(**values)
+        given = {name: raw for name in cls.model_fields if (raw := context(name)) is not None}
+        try:
+            with _environ(environ):
+                return cls(**given)
+        except ValidationError as exc:
+            raise SettingsError("invalid settings: " + _describe(exc, given)) from None
 
 
-def _convert(raw: Any, hint: Any) -> Any:
-    """Coerce a context value (typed JSON from cdk.json, or a string from ``-c``/env)."""
-    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    if optional:
-        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none")):
-            return None
-    if hint is bool:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text not in _TRUE | _FALSE:
-            raise ValueError("expected true or false")
-        return text in _TRUE
-    if hint is int:
-        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-            raise ValueError("expected an integer")
-        return int(raw)
-    if hint is float:
-        return float(raw)
-    if hint is str:
-        return str(raw).strip()
-    if typing.get_origin(hint) is tuple:
-        items = raw
-        if isinstance(raw, str):
-            text = raw.strip()
-            items = json.loads(text) if text.startswith("[") else text.split(",")
-        if not isinstance(items, list | tuple):
-            raise ValueError("expected a list or a comma-separated string")
-        return tuple(str(item).strip() for item in items if str(item).strip())
-    raise TypeError(f"unsupported setting type {hint!r}")
+@contextmanager
+def _environ(environ: Mapping[str, str] | None) -> Iterator[None]:
+    token = _ENVIRON.set(environ)
+    try:
+        yield
+    finally:
+        _ENVIRON.reset(token)
+
+
+def _describe(exc: ValidationError, context: Mapping[str, Any]) -> str:
+    """One line per problem, naming where a bad value came from."""
+    lines = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:
+            lines.append(message)
+            continue
+        field = str(error["loc"][0])
+        source = (
+            f"context {field}" if field in context else f"environment {ENV_PREFIX}{field.upper()}"
+        )
+        lines.append(f"{source}={error['input']!r}: {message}")
+    return "; ".join(lines)
 
 
 def _in_range(name: str, value: float, low: float, high: float) -> str | None:
@@ -259,7 +266,7 @@ def _check_api(s: Settings) -> str | None:
 
 
 def _check_origins(s: Settings) -> str | None:
-    bad = [o for o in s.cors_origins if o != "*" and not _ORIGIN_RE.fullmatch(o)]
+    bad = [o for o in s.cors_origins if not is_allowed_origin(o)]
     return f"cors_origins must be '*' or origins like https://example.com: {bad}" if bad else None
 
 
@@ -279,7 +286,7 @@ def _check_prefixes(s: Settings) -> str | None:
 
 def _check_training(s: Settings) -> str | None:
     if not _INSTANCE_RE.fullmatch(s.training_instance_type):
-        return f"training_instance_type {s.training_instance_type!r} must look like ml.g4dn.xlarge"
+        return f"training_instance_type {s.training_instance_type!r} must look like ml.g6.xlarge"
     if s.spot and s.max_wait_seconds < s.max_runtime_seconds:
         return "max_wait_seconds must be >= max_runtime_seconds for spot training"
     return (
@@ -298,6 +305,18 @@ def _check_operations(s: Settings) -> str | None:
     return None
 
 
+def _check_github(s: Settings) -> str | None:
+    if s.github_repo is not None and not _GITHUB_REPO_RE.fullmatch(s.github_repo):
+        return f"github_repo {s.github_repo!r} must be owner/name"
+    bad = [e for e in s.github_environments if not _GITHUB_ENVIRONMENT_RE.fullmatch(e)]
+    if bad or not s.github_environments:
+        return f"github_environments must be names like dev,prod: {list(s.github_environments)}"
+    arn = s.github_oidc_provider_arn
+    if arn is not None and not arn.endswith(":oidc-provider/token.actions.githubusercontent.com"):
+        return f"github_oidc_provider_arn {arn!r} is not GitHub's OIDC provider"
+    return None
+
+
 _CHECKS: tuple[Callable[[Settings], str | None], ...] = (
     _check_stage,
     _check_architecture,
@@ -308,4 +327,5 @@ _CHECKS: tuple[Callable[[Settings], str | None], ...] = (
     _check_prefixes,
     _check_training,
     _check_operations,
+    _check_github,
 )

@@ -24,8 +24,8 @@ class NerkitStack(Stack):
             description=f"nerkit NER service ({settings.stage}): API, model store, training",
             **kwargs,
         )
-        Tags.of(self).add("project", "nerkit")
-        Tags.of(self).add("stage", settings.stage)
+        for key, value in settings.tags.items():
+            Tags.of(self).add(key, value)
         self.settings = settings
         self.storage = Storage(self, "Storage")
         self.serving = Serving(self, "Serving", settings=settings, storage=self.storage)

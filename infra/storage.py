@@ -22,6 +22,7 @@ from infra.nag import acknowledge_wildcard
 
 TRAINING_OUTPUT_PREFIX = "training"
 CHECKPOINT_PREFIX = "checkpoints"
+TRAINING_OUTPUT_DAYS = 90
 
 
 class Storage(Construct):
@@ -56,17 +57,30 @@ class Storage(Construct):
             removal_policy=RemovalPolicy.RETAIN,
             lifecycle_rules=[
                 # Versioning protects against overwrites; old versions (e.g. every previous
-                # LIVE pointer) need not live forever.
+                # LIVE pointer) need not live forever. On a versioned bucket an expiration
+                # only adds a delete marker; once the versions behind it are gone too, the
+                # marker is removed as well.
                 s3.LifecycleRule(
                     id="expire-noncurrent-versions",
                     noncurrent_version_expiration=Duration.days(30),
                     abort_incomplete_multipart_upload_after=Duration.days(7),
+                    expired_object_delete_marker=True,
                 ),
-                # Spot checkpoints only matter while their job runs.
+                # Spot checkpoints only matter while their job runs; each epoch overwrites
+                # them, so their old versions go after a day.
                 s3.LifecycleRule(
                     id="expire-checkpoints",
                     prefix=f"{CHECKPOINT_PREFIX}/",
                     expiration=Duration.days(14),
+                    noncurrent_version_expiration=Duration.days(1),
+                ),
+                # SageMaker's output: the gate re-packs a passing model into the model store,
+                # so a job's own model.tar.gz is only kept to re-run the gate or audit a run.
+                s3.LifecycleRule(
+                    id="expire-training-output",
+                    prefix=f"{TRAINING_OUTPUT_PREFIX}/",
+                    expiration=Duration.days(TRAINING_OUTPUT_DAYS),
+                    noncurrent_version_expiration=Duration.days(1),
                 ),
             ],
         )

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import ArnFormat, Duration, Size, Stack
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Size, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
@@ -68,6 +68,16 @@ class TrainingPipeline(Construct):
             # SageMaker training instances are x86_64.
             platform=ecr_assets.Platform.LINUX_AMD64,
         )
+        if settings.manage_sagemaker_log_group:
+            # Account-wide: every training job of the region logs here, whatever stack
+            # started it. Retained, so deleting this stage keeps the other stages' logs.
+            log_group(
+                self,
+                "SageMakerLogs",
+                settings,
+                log_group_name=SAGEMAKER_LOG_GROUP,
+                removal_policy=RemovalPolicy.RETAIN,
+            )
         self.sagemaker_role = self._sagemaker_role()
         self.gate_function = self._gate_function()
         self.state_machine = self._state_machine()
@@ -111,9 +121,18 @@ class TrainingPipeline(Construct):
             why="spot checkpoints live under <prefix>/<job>/; job names are per run.",
         )
         storage.grant_list(role, s.datasets_prefix, CHECKPOINT_PREFIX)
-        # The asset repository (CDK bootstrap), plus ecr:GetAuthorizationToken, which has no
-        # resource-level permissions.
-        self.image.repository.grant_pull(role)
+        # The image's asset repository (CDK bootstrap); the ECR login before the pull is
+        # among the unscoped actions below.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchGetImage",
+                ],
+                resources=[self.image.repository.repository_arn],
+            )
+        )
         log_group_arn = Stack.of(self).format_arn(
             service="logs",
             resource="log-group",
@@ -131,19 +150,29 @@ class TrainingPipeline(Construct):
                 resources=[log_group_arn, f"{log_group_arn}:*"],
             )
         )
-        # In AWS's list of a training job's execution-role permissions (the job's metrics).
-        # PutMetricData has no resource-level permissions; the condition pins the namespace.
-        role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringEquals": {"cloudwatch:namespace": SAGEMAKER_METRIC_NAMESPACE}},
-            )
+        # The two actions without resource-level permissions sit in a policy of their own,
+        # so that the "*" acknowledgment covers them and nothing added later to the role.
+        unscoped = iam.Policy(
+            self,
+            "SageMakerUnscopedPolicy",
+            roles=[role],
+            statements=[
+                iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+                # In AWS's list of a training job's execution-role permissions (its metrics);
+                # the condition pins the namespace.
+                iam.PolicyStatement(
+                    actions=["cloudwatch:PutMetricData"],
+                    resources=["*"],
+                    conditions={
+                        "StringEquals": {"cloudwatch:namespace": SAGEMAKER_METRIC_NAMESPACE}
+                    },
+                ),
+            ],
         )
         acknowledge(
-            role,
+            unscoped,
             "AwsSolutions-IAM5[Resource::*]",
-            "Only for the two actions without resource-level permissions: "
+            "Only the two actions without resource-level permissions: "
             "ecr:GetAuthorizationToken (the ECR login before the pull, which is scoped to the "
             "image repository) and cloudwatch:PutMetricData (conditioned on the SageMaker "
             "training namespace).",
@@ -268,13 +297,13 @@ class TrainingPipeline(Construct):
             sfn.Choice(self, "ValidateInput").when(valid_input, training).otherwise(invalid)
         )
         limit = s.max_wait_seconds if s.spot else s.max_runtime_seconds
-        return sfn.StateMachine(
+        machine = sfn.StateMachine(
             self,
             "StateMachine",
             comment="Train a NER model on SageMaker, gate it on F1 and publish it",
             definition_body=sfn.DefinitionBody.from_chainable(definition),
             timeout=Duration.seconds(limit + PIPELINE_OVERHEAD_SECONDS),
-            tracing_enabled=True,
+            tracing_enabled=s.tracing,
             logs=sfn.LogOptions(
                 destination=log_group(
                     self,
@@ -287,6 +316,14 @@ class TrainingPipeline(Construct):
                 include_execution_data=True,
             ),
         )
+        if not s.tracing:
+            acknowledge(
+                machine,
+                "AwsSolutions-SF2",
+                "X-Ray follows the deployment's tracing setting (off by default, like the "
+                "Lambda and the API stage); every execution event is logged (level ALL).",
+            )
+        return machine
 
     def _training_state(self, state_id: str, channels: tuple[str, ...]) -> sfn.CustomState:
         return sfn.CustomState(self, state_id, state_json=self._training_task(channels))
@@ -326,6 +363,9 @@ class TrainingPipeline(Construct):
             # The pretrained encoder ships inside the image and SageMaker itself moves the
             # channels and the model: the container needs no network at all.
             "EnableNetworkIsolation": True,
+            # Jobs are created at run time, outside CloudFormation: tag them like the stack
+            # so their cost is attributed (the state machine may sagemaker:AddTags).
+            "Tags": [{"Key": key, "Value": value} for key, value in s.tags.items()],
         }
         if s.spot:
             stopping["MaxWaitTimeInSeconds"] = s.max_wait_seconds
@@ -358,6 +398,8 @@ class TrainingPipeline(Construct):
                     "sagemaker:DescribeTrainingJob",
                     "sagemaker:StopTrainingJob",
                     "sagemaker:ListTags",
+                    # The .sync integration tags the job it creates (aws/aws-cdk#32294).
+                    "sagemaker:AddTags",
                 ],
                 resources=[self.job_arn_pattern],
             ),
@@ -378,23 +420,26 @@ class TrainingPipeline(Construct):
                 ],
             ),
         ]
-        for statement in statements:
-            self.state_machine.add_to_role_policy(statement)
-        role = self.state_machine.role
+        # A policy of its own: the role's default policy holds what CDK grants (logging,
+        # X-Ray, invoking the gate), whose "*" acknowledgment must not cover these.
+        jobs = iam.Policy(
+            self, "TrainingJobsPolicy", roles=[self.state_machine.role], statements=statements
+        )
         acknowledge_wildcard(
-            role,
+            jobs,
             self.job_arn_pattern,
             "Training job names are chosen per run; the pattern admits only this "
             "deployment's prefix (the start CLI and IAM agree on it).",
         )
+        granted_by_cdk = self.state_machine.role.node.find_child("DefaultPolicy")
         acknowledge_wildcard(
-            role,
+            granted_by_cdk,
             f"{self.gate_function.function_arn}:*",
             "CDK's grant for invoking the gate Lambda covers its versions/aliases (ARN:*); "
             "it is still this one function.",
         )
         acknowledge(
-            role,
+            granted_by_cdk,
             "AwsSolutions-IAM5[Resource::*]",
             "Granted by CDK for the state machine's own logging (logs:*LogDelivery, "
             "DescribeLogGroups/ResourcePolicies, PutResourcePolicy) and X-Ray tracing: "

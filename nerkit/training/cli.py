@@ -137,7 +137,8 @@ def run_local_job(
 ) -> Path:
     """Lay out ``work`` like /opt/ml, run the job, pack the artifact into ``out``."""
     # Imported here: the job imports torch, which `evaluate` and `--help` do not need.
-    from nerkit.training.job import JobPaths, run_job
+    from nerkit.training.job import run_job
+    from nerkit.training.paths import JobPaths
 
     paths = JobPaths(work)
     for name, source in channels.items():

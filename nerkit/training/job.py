@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -32,47 +31,17 @@ from nerkit.labels import bio_labels
 from nerkit.training.base_model import resolve_base_model, write_fast_tokenizer
 from nerkit.training.card import CARD, write_card
 from nerkit.training.data import Example, entity_types, load_channel
+from nerkit.training.device import training_device
 from nerkit.training.encode import load_tokenizer
 from nerkit.training.export import build_artifact
 from nerkit.training.hyperparameters import Hyperparameters
 from nerkit.training.manifest import build_manifest
+from nerkit.training.paths import JobPaths
 from nerkit.training.quantization import export_and_choose
 from nerkit.training.served import engine_confusion, served_metrics
 from nerkit.training.train import train
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class JobPaths:
-    root: Path
-
-    @classmethod
-    def from_env(cls) -> JobPaths:
-        return cls(Path(os.environ.get("NERKIT_ML_ROOT", "/opt/ml")))
-
-    @property
-    def hyperparameters(self) -> Path:
-        return self.root / "input" / "config" / "hyperparameters.json"
-
-    def channel(self, name: str) -> Path:
-        return self.root / "input" / "data" / name
-
-    @property
-    def model_dir(self) -> Path:
-        return self.root / "model"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def output_data(self) -> Path:
-        return self.root / "output" / "data"
-
-    @property
-    def failure(self) -> Path:
-        return self.root / "output" / "failure"
 
 
 @dataclass(frozen=True)
@@ -105,6 +74,8 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
     raw = json.loads(paths.hyperparameters.read_text()) if paths.hyperparameters.exists() else {}
     hp = Hyperparameters.from_strings(raw)
     log.info("hyperparameters: %s", hp.as_strings())
+    # Before any data is read: a GPU instance whose CUDA does not work fails now, not later.
+    log.info("training device: %s", training_device(paths))
 
     # 2. Data.
     data = load_data(paths, hp)

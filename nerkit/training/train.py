@@ -23,6 +23,7 @@ from nerkit.decoding import TransitionPrior, best_path, softmax, transition_prio
 from nerkit.labels import Span, tags_to_spans
 from nerkit.metrics import entity_scores
 from nerkit.training.data import Example
+from nerkit.training.device import training_device
 from nerkit.training.encode import (
     IGNORE_INDEX,
     EncodedSentence,
@@ -62,11 +63,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def training_device() -> torch.device:
-    """The GPU when there is one (SageMaker GPU instances), else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def to_tensors(

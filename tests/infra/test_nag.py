@@ -1,6 +1,7 @@
-"""cdk-nag AwsSolutions on the real app, with default and with every option flipped: no
-unacknowledged finding, and every acknowledgment carries a written reason. A tiny bad stack
-proves the check can fail."""
+"""The independent template checks on the real app, with default and with every option
+flipped: cdk-nag AwsSolutions (no unacknowledged finding, every acknowledgment with a written
+reason, on the exact construct) and cfn-lint (no error, no warning but CDK's own redundant
+role dependencies). Tiny bad stacks and templates prove both checks can fail."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 
 import pytest
 from aws_cdk import App, RemovalPolicy, Stack
+from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
+from cfnlint.api import ManualArgs, lint
 
 from infra.app import build_app
 from infra.nag import acknowledge, acknowledge_wildcard, add_checks
@@ -28,6 +31,8 @@ CUSTOM = {
     "reserved_concurrency": "5",
     "alarm_email": "ops@example.com",
     "spot": "false",
+    "api_gateway_account_role": "false",
+    "manage_sagemaker_log_group": "true",
 }
 # What may be acknowledged at all; anything else must be fixed, not acknowledged.
 ACCEPTED_RULES = {
@@ -36,6 +41,7 @@ ACCEPTED_RULES = {
     "AwsSolutions-APIG3",  # no WAF
     "AwsSolutions-APIG4",  # API keys instead of an authorizer
     "AwsSolutions-COG4",  # no Cognito
+    "AwsSolutions-SF2",  # state machine X-Ray follows the tracing setting (off by default)
 }
 
 
@@ -119,11 +125,19 @@ def test_the_flipped_options_take_effect(custom: tuple[dict, dict]) -> None:
     (stage,) = [
         r["Properties"] for r in resources.values() if r["Type"] == "AWS::ApiGateway::Stage"
     ]
-    assert sorted(s["ResourcePath"] for s in stage["MethodSettings"]) == [
-        "/*",
-        "/~1health",
-        "/~1ready",
+    overrides = {(s["HttpMethod"], s["ResourcePath"]): s for s in stage["MethodSettings"]}
+    assert sorted(overrides) == [
+        ("*", "/*"),
+        ("GET", "/~1health"),
+        ("GET", "/~1ready"),
+        # The preflights are open too: they get the open routes' throttle, not the stage's.
+        ("OPTIONS", "/~1v1~1entities"),
+        ("OPTIONS", "/~1v1~1hf~1token-classification"),
+        ("OPTIONS", "/~1v1~1model"),
     ]
+    for key, settings in overrides.items():
+        if key[0] != "*":
+            assert (settings["ThrottlingRateLimit"], settings["ThrottlingBurstLimit"]) == (5, 10)
     # Gateway errors reach browsers on the allowed origins (two of them: any origin).
     gateway_responses = [
         r["Properties"]
@@ -142,8 +156,146 @@ def test_the_flipped_options_take_effect(custom: tuple[dict, dict]) -> None:
     )
     assert "EnableManagedSpotTraining" not in definition
     assert "MaxWaitTimeInSeconds" not in definition
+    # The account-wide API Gateway logging role is left alone: no Account resource, no role
+    # with the managed policy; the stage still logs (the account's role is a prerequisite).
+    kinds = {r["Type"] for r in resources.values()}
+    assert "AWS::ApiGateway::Account" not in kinds
+    assert not [r for r in resources.values() if r["Properties"].get("ManagedPolicyArns")]
+    assert "AccessLogSetting" in stage
+    (machine,) = [r for r in resources.values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    assert machine["Properties"]["TracingConfiguration"] == {"Enabled": True}
+    (sagemaker_logs,) = [
+        r
+        for r in resources.values()
+        if r["Type"] == "AWS::Logs::LogGroup"
+        and r["Properties"].get("LogGroupName") == "/aws/sagemaker/TrainingJobs"
+    ]
+    assert sagemaker_logs["Properties"]["RetentionInDays"] == 30
+    assert sagemaker_logs["DeletionPolicy"] == "Retain"
     subscriptions = [r for r in resources.values() if r["Type"] == "AWS::SNS::Subscription"]
     assert [s["Properties"]["Endpoint"] for s in subscriptions] == ["ops@example.com"]
+
+
+# Findings whose id names no resource: acknowledged only on the exact construct they concern.
+GENERIC_FINDINGS = {
+    "AwsSolutions-IAM5[Resource::*]",
+    "AwsSolutions-APIG3",
+    "AwsSolutions-APIG4",
+    "AwsSolutions-COG4",
+    "AwsSolutions-SF2",
+}
+# Every action granted on Resource "*" anywhere: those without resource-level permissions.
+UNSCOPED_ACTIONS = {
+    "ecr:GetAuthorizationToken",
+    "cloudwatch:PutMetricData",
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+}
+
+
+@pytest.mark.parametrize("variant", ["default", "custom"])
+def test_generic_findings_are_acknowledged_on_the_exact_construct(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
+    plugin, _ = request.getfixturevalue(variant)
+    for finding in plugin["suppressedViolations"]:
+        rule = finding["ruleName"]
+        # IAM4 names the managed policy, not the role that carries it.
+        if rule in GENERIC_FINDINGS or rule.split("[")[0] == "AwsSolutions-IAM4":
+            for construct in finding["violatingConstructs"]:
+                assert construct["constructPath"] == finding["acknowledgedAt"] + "/Resource", rule
+
+
+@pytest.mark.parametrize("variant", ["default", "custom"])
+def test_only_actions_without_resource_level_permissions_get_a_star(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
+    _, template = request.getfixturevalue(variant)
+    starred = {
+        action
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::IAM::Policy"
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Resource"] == "*"
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    }
+    assert starred <= UNSCOPED_ACTIONS, sorted(starred - UNSCOPED_ACTIONS)
+
+
+def test_a_new_open_method_or_star_statement_fails_cdk_nag(tmp_path: Path) -> None:
+    """The acknowledgments are scoped: what is added later is checked afresh."""
+    app, stack = build_app(outdir=str(tmp_path), environ={})
+    stack.serving.api.root.add_resource("debug").add_method("GET", apigw.MockIntegration())
+    stack.training.sagemaker_role.add_to_policy(
+        iam.PolicyStatement(actions=["sagemaker:ListTrainingJobs"], resources=["*"])
+    )
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    failures = {
+        (v["ruleName"], c["constructPath"])
+        for v in report(tmp_path)["violations"]
+        for c in v["violatingConstructs"]
+    }
+    assert ("AwsSolutions-APIG4", "Nerkit-prod/Serving/Api/Default/debug/GET/Resource") in failures
+    assert (
+        "AwsSolutions-IAM5[Resource::*]",
+        "Nerkit-prod/Training/SageMakerRole/DefaultPolicy/Resource",
+    ) in failures
+
+
+# Regions whose resource specifications cfn-lint checks the templates against.
+LINT_REGIONS = ["us-east-1", "eu-west-1"]
+
+
+def cfn_lint(template: dict[str, Any]) -> list[Any]:
+    return list(lint(json.dumps(template), config=ManualArgs(regions=LINT_REGIONS)))
+
+
+def cdk_role_dependency(match: Any, template: dict[str, Any]) -> bool:
+    """W3005 on a DependsOn that aws-cdk-lib itself adds from a Lambda function or state
+    machine to its role, next to the role's policy; the GetAtt of the role already orders
+    them, so the entry is redundant and harmless (CloudFormation accepts it)."""
+    if match.rule.id != "W3005":
+        return False
+    _, logical_id, key, index = match.path
+    resource = template["Resources"][logical_id]
+    depended = template["Resources"][resource[key][index]]
+    return (
+        resource["Type"] in ("AWS::Lambda::Function", "AWS::StepFunctions::StateMachine")
+        and depended["Type"] == "AWS::IAM::Role"
+    )
+
+
+@pytest.mark.parametrize("variant", ["default", "custom"])
+def test_cfn_lint_passes_every_variant(variant: str, request: pytest.FixtureRequest) -> None:
+    _, template = request.getfixturevalue(variant)
+    matches = cfn_lint(template)
+    assert [m for m in matches if not cdk_role_dependency(m, template)] == []
+    # The three known ones: the serving and gate functions and the state machine.
+    assert len(matches) == 3
+
+
+def test_cfn_lint_reports_a_broken_template() -> None:
+    template = {
+        "Resources": {
+            "Bucket": {"Type": "AWS::S3::Bucket", "Properties": {"VersioningConfig": {}}},
+            "Queue": {"Type": "AWS::SQS::Queue", "DependsOn": ["Nowhere"]},
+        }
+    }
+    rules = {m.rule.id for m in cfn_lint(template)}
+    assert {"E3002", "E3005"} <= rules, rules
 
 
 def _bad_app(outdir: Path, *, acknowledged: bool) -> App:

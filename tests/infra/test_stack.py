@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_cdk import App, Stack
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
 from aws_cdk.assertions import Match, Template
 
 from infra.app import build_app
@@ -77,6 +80,12 @@ def as_list(value: Any) -> list[Any]:
 # -- storage --------------------------------------------------------------------------------
 
 
+def test_stack_resources_carry_the_cost_allocation_tags(raw: dict[str, Any]) -> None:
+    _, bucket = only(raw, "AWS::S3::Bucket", "StorageData")
+    tags = {t["Key"]: t["Value"] for t in bucket["Properties"]["Tags"]}
+    assert tags == {"project": "nerkit", "stage": "prod"} == Settings().tags
+
+
 def test_data_bucket_is_private_encrypted_versioned_logged_and_retained(
     raw: dict[str, Any], template: Template
 ) -> None:
@@ -98,6 +107,16 @@ def test_data_bucket_is_private_encrypted_versioned_logged_and_retained(
         "NoncurrentDays": 30
     }
     assert rules["expire-noncurrent-versions"]["AbortIncompleteMultipartUpload"]
+    # Expirations on a versioned bucket leave delete markers; they are cleaned up too.
+    assert rules["expire-noncurrent-versions"]["ExpiredObjectDeleteMarker"] is True
+    assert "Prefix" not in rules["expire-noncurrent-versions"]
+    for rule_id, prefix in (
+        ("expire-checkpoints", "checkpoints/"),
+        ("expire-training-output", "training/"),
+    ):
+        assert rules[rule_id]["Prefix"] == prefix
+        assert rules[rule_id]["ExpirationInDays"] > 0
+        assert rules[rule_id]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
     assert props["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": log_logical}
     for name in (logical, log_logical):
         assert raw["Resources"][name]["DeletionPolicy"] == "Retain"
@@ -399,7 +418,12 @@ def test_state_machine_trains_gates_and_fails_with_the_reason(
         }
         assert "checkpoints/{}/" in params["CheckpointConfig"]["S3Uri.$"]
         assert params["OutputDataConfig"]["S3OutputPath"] == "s3://TOKEN/training/"
-        assert params["ResourceConfig"]["InstanceType"] == "ml.g4dn.xlarge"
+        assert params["ResourceConfig"]["InstanceType"] == "ml.g6.xlarge"
+        # Run-time jobs carry the stack's cost-allocation tags.
+        assert params["Tags"] == [
+            {"Key": "project", "Value": "nerkit"},
+            {"Key": "stage", "Value": "prod"},
+        ]
     channels = [c["ChannelName"] for c in states["TrainWithTest"]["Parameters"]["InputDataConfig"]]
     assert channels == ["train", "validation", "test"]
     assert len(states["Train"]["Parameters"]["InputDataConfig"]) == 2
@@ -446,11 +470,12 @@ def test_start_cli_input_satisfies_the_state_machine(definition: dict[str, Any])
     assert test_rule["Variable"] == "$.channels.test"
 
 
-def test_state_machine_logs_everything_and_traces(raw: dict[str, Any]) -> None:
+def test_state_machine_logs_everything_and_traces_only_with_tracing(raw: dict[str, Any]) -> None:
     _, machine = only(raw, "AWS::StepFunctions::StateMachine", "Training")
     props = machine["Properties"]
     assert props["LoggingConfiguration"]["Level"] == "ALL"
-    assert props["TracingConfiguration"] == {"Enabled": True}
+    # tracing is off by default (test_nag's flipped variant turns it on).
+    assert props.get("TracingConfiguration", {"Enabled": False}) == {"Enabled": False}
 
 
 def test_gate_function_is_python_with_the_store_uri(raw: dict[str, Any]) -> None:
@@ -543,6 +568,58 @@ def test_state_machine_role_is_scoped_to_this_deployments_jobs(raw: dict[str, An
     }
 
 
+def _typed_task_actions() -> set[str]:
+    """What the pinned aws-cdk-lib's typed SageMakerCreateTrainingJob (.sync) grants its
+    state machine's role: the reference our hand-written statements must cover."""
+    app = App()
+    stack = Stack(app, "TypedTask")
+    task = tasks.SageMakerCreateTrainingJob(
+        stack,
+        "Train",
+        training_job_name="nerkit-prod-x",
+        integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+        algorithm_specification=tasks.AlgorithmSpecification(
+            training_image=tasks.DockerImage.from_registry("example/image")
+        ),
+        input_data_config=[
+            tasks.Channel(
+                channel_name="train",
+                data_source=tasks.DataSource(
+                    s3_data_source=tasks.S3DataSource(
+                        s3_location=tasks.S3Location.from_json_expression("$.train")
+                    )
+                ),
+            )
+        ],
+        output_data_config=tasks.OutputDataConfig(
+            s3_output_location=tasks.S3Location.from_json_expression("$.output")
+        ),
+    )
+    machine = sfn.StateMachine(
+        stack, "Machine", definition_body=sfn.DefinitionBody.from_chainable(task)
+    )
+    template = app.synth().get_stack_by_name("TypedTask").template
+    role = stack.get_logical_id(machine.role.node.default_child)
+    return {
+        action
+        for statement in statements(template, role)
+        for action in as_list(statement["Action"])
+    }
+
+
+def test_state_machine_role_grants_everything_the_typed_training_task_grants(
+    raw: dict[str, Any],
+) -> None:
+    expected = _typed_task_actions()
+    assert "sagemaker:AddTags" in expected  # the .sync integration tags the job
+    granted = {
+        action
+        for statement in statements(raw, "TrainingStateMachineRole")
+        for action in as_list(statement["Action"])
+    }
+    assert expected <= granted, sorted(expected - granted)
+
+
 def test_no_s3_permission_anywhere_has_a_star_resource(raw: dict[str, Any]) -> None:
     for statement in statements(raw):
         actions = as_list(statement["Action"])
@@ -550,6 +627,14 @@ def test_no_s3_permission_anywhere_has_a_star_resource(raw: dict[str, Any]) -> N
             for resource in as_list(statement["Resource"]):
                 assert resource != "*", statement
                 assert "StorageData" in flat(resource), statement
+
+
+def test_the_default_stack_sets_the_accounts_api_gateway_logging_role(raw: dict[str, Any]) -> None:
+    """api_gateway_account_role (default on) makes this stack own the account-wide setting;
+    test_nag's flipped variant checks the stack without it."""
+    _, account = only(raw, "AWS::ApiGateway::Account", "ServingApi")
+    role, _ = only(raw, "AWS::IAM::Role", "ServingApiCloudWatchRole")
+    assert account["Properties"]["CloudWatchRoleArn"] == {"Fn::GetAtt": [role, "Arn"]}
 
 
 def test_only_the_api_gateway_logging_role_uses_a_managed_policy(raw: dict[str, Any]) -> None:
@@ -572,21 +657,61 @@ def test_only_the_api_gateway_logging_role_uses_a_managed_policy(raw: dict[str, 
 def test_every_log_group_has_a_retention(raw: dict[str, Any]) -> None:
     groups = resources(raw, "AWS::Logs::LogGroup")
     assert len(groups) == 5  # function, access, execution, gate, state machine
+    # SageMaker's account-wide group is left alone unless manage_sagemaker_log_group.
+    assert not [
+        g
+        for g in groups.values()
+        if "LogGroupName" in g["Properties"]
+        and g["Properties"]["LogGroupName"] == "/aws/sagemaker/TrainingJobs"
+    ]
     assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {30}
 
 
 def test_alarms_on_errors_throttles_5xx_and_training_notify_the_topic(raw: dict[str, Any]) -> None:
     topic, _ = only(raw, "AWS::SNS::Topic", "MonitoringAlarms")
     alarms = resources(raw, "AWS::CloudWatch::Alarm").values()
-    metrics = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]) for a in alarms}
+    metrics = {
+        (a["Properties"]["Namespace"], a["Properties"]["MetricName"])
+        for a in alarms
+        if "MetricName" in a["Properties"]
+    }
     assert metrics == {
         ("AWS/Lambda", "Errors"),
         ("AWS/Lambda", "Throttles"),
-        ("AWS/ApiGateway", "5XXError"),
         ("AWS/States", "ExecutionsFailed"),
     }
+    (api_5xx,) = [a["Properties"] for a in alarms if "Metrics" in a["Properties"]]
+    assert api_5xx["Threshold"] == 1
     for alarm in alarms:
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic}]
+
+
+def test_api_5xx_alarm_watches_the_keyed_routes_only(raw: dict[str, Any]) -> None:
+    """/ready is 503 until a model is published: a fresh stack must not alarm on it."""
+    (alarm,) = [
+        a["Properties"]
+        for name, a in resources(raw, "AWS::CloudWatch::Alarm").items()
+        if name.startswith("MonitoringApi5xx")
+    ]
+    watched: dict[str, set[tuple[str, str]]] = {}
+    expressions = []
+    for query in alarm["Metrics"]:
+        if "Expression" in query:
+            expressions.append(query["Expression"])
+            continue
+        metric = query["MetricStat"]["Metric"]
+        dims = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+        assert metric["Namespace"] == "AWS/ApiGateway"
+        assert dims["ApiName"] == "nerkit-prod" and dims["Stage"] == "prod"
+        watched.setdefault(metric["MetricName"], set()).add((dims["Method"], dims["Resource"]))
+    keyed = {
+        ("POST", "/v1/entities"),
+        ("POST", "/v1/hf/token-classification"),
+        ("GET", "/v1/model"),
+    }
+    assert watched == {"5XXError": keyed, "Count": keyed}
+    (expression,) = expressions
+    assert expression.startswith("100 * (")
 
 
 def test_dashboard_shows_the_service_emf_metrics(raw: dict[str, Any]) -> None:
@@ -632,6 +757,33 @@ def test_settings_context_beats_environment_beats_default() -> None:
     assert Settings.load({}.get, {}) == Settings()
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("true", True), ("on", True), ("1", True), ("yes", True), ("off", False), ("0", False)],
+)
+def test_settings_parse_booleans_from_context_and_environment(raw: str, expected: bool) -> None:
+    assert Settings.load({"tracing": raw}.get, {}).tracing is expected
+    assert Settings.load({}.get, {"NERKIT_TRACING": raw}).tracing is expected
+
+
+def test_settings_read_the_given_environment_and_name_the_bad_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NERKIT_STAGE", "ambient")
+    # The mapping given replaces os.environ entirely.
+    assert Settings.load({}.get, {}).stage == "prod"
+    assert Settings.load({}.get, None).stage == "ambient"
+    with pytest.raises(SettingsError, match="environment NERKIT_SPOT='maybe'"):
+        Settings.load({}.get, {"NERKIT_SPOT": "maybe"})
+    # "none" clears an optional value; a JSON list works like a comma-separated one.
+    settings = Settings.load(
+        {"reserved_concurrency": "none", "cors_origins": '["https://a.example"]'}.get,
+        {"NERKIT_RESERVED_CONCURRENCY": "5"},
+    )
+    assert settings.reserved_concurrency is None
+    assert settings.cors_origins == ("https://a.example",)
+
+
 def test_every_allowed_retention_maps_to_a_cloudwatch_value() -> None:
     assert set(RETENTION) == set(LOG_RETENTION_DAYS)
 
@@ -651,7 +803,7 @@ def test_settings_accept_typed_cdk_json_values() -> None:
         ({"lambda_memory_mb": "64"}, "lambda_memory_mb"),
         ({"lambda_timeout_seconds": "60"}, "lambda_timeout_seconds"),
         ({"architecture": "sparc"}, "architecture"),
-        ({"spot": "maybe"}, "true or false"),
+        ({"spot": "maybe"}, "context spot=.maybe.: .*valid boolean"),
         ({"lambda_memory_mb": "lots"}, "lambda_memory_mb"),
         ({"max_wait_seconds": "60", "max_runtime_seconds": "120"}, "max_wait_seconds"),
         ({"model_prefix": "/models"}, "model_prefix"),

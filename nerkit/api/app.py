@@ -26,7 +26,6 @@ from nerkit.api.gateway import ApiGatewayPrefixMiddleware
 from nerkit.api.headers import SecurityHeadersMiddleware, page_csp
 from nerkit.api.model import REASONS, LoadedModel, ModelHolder, ModelUnavailableError
 from nerkit.api.schemas import (
-    SCORE_DECIMALS,
     BatchEntitiesResponse,
     EntitiesRequest,
     EntitiesResponse,
@@ -244,16 +243,7 @@ def _cap(results: list[list[Entity]], limit: int) -> list[tuple[list[Entity], bo
 
 
 def _entities(found: list[Entity]) -> list[EntityOut]:
-    return [
-        EntityOut(
-            entity_group=entity.entity_group,
-            score=round(float(entity.score), SCORE_DECIMALS),
-            word=entity.word,
-            start=entity.start,
-            end=entity.end,
-        )
-        for entity in found
-    ]
+    return [EntityOut.of(entity) for entity in found]
 
 
 def _page_router(page: str) -> APIRouter:

@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from nerkit.decoding import Entity
+
 Aggregation = Literal["simple", "first", "average", "max"]
 Decoding = Literal["viterbi", "argmax"]
 # Scores are reported to 4 decimals: finer digits are noise for a softmax over a small model
@@ -128,6 +130,17 @@ class EntityOut(BaseModel):
     word: str
     start: int = Field(description="Offset of the first character (code points).")
     end: int = Field(description="Offset after the last character (code points).")
+
+    @classmethod
+    def of(cls, entity: Entity) -> EntityOut:
+        """The engine's entity as the API (and bulk output) reports it."""
+        return cls(
+            entity_group=entity.entity_group,
+            score=round(float(entity.score), SCORE_DECIMALS),
+            word=entity.word,
+            start=entity.start,
+            end=entity.end,
+        )
 
 
 class TextEntities(BaseModel):

@@ -89,6 +89,9 @@ _STAGE_RE = re.compile(r"[a-z][a-z0-9-]{0,19}")
 _PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*[A-Za-z0-9]")
 _ORIGIN_RE = re.compile(r"https?://[^/\s?#]+")  # the same rule as nerkit.api.settings
 _INSTANCE_RE = re.compile(r"ml\.[a-z0-9]+\.[0-9]*[a-z]+")
+# Bulk extraction's top-level prefix in the data bucket, and S3 bucket names.
+BULK_PREFIX = "bulk"
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -137,6 +140,20 @@ class Settings:
     # Operations.
     log_retention_days: int = 30
     alarm_email: str | None = None
+    # -- Bulk extraction (infra/bulk.py) ----------------------------------------------------
+    # Worker Lambdas one run may run at once (the Distributed Map's MaxConcurrency). They
+    # share the account's Lambda concurrency (1,000 by default, 10 on new accounts) with the
+    # API: 100 leaves the API its headroom; raise it together with a quota increase
+    # (docs/DEPLOY.md, "Bulk extraction").
+    bulk_max_concurrency: int = 100
+    # Shards that may fail (after retries) before the whole run fails; the summary lists
+    # them either way and the run ends failed if any is missing.
+    bulk_tolerated_failure_percent: float = 0.0
+    # One full vCPU, as for serving: the worker is CPU-bound with one ONNX Runtime thread.
+    bulk_worker_memory_mb: int = MB_PER_VCPU
+    # Buckets besides the stack's bulk/ prefix that runs may read input from / write to.
+    bulk_read_buckets: tuple[str, ...] = ()
+    bulk_write_buckets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = [message for check in _CHECKS if (message := check(self))]
@@ -298,6 +315,19 @@ def _check_operations(s: Settings) -> str | None:
     return None
 
 
+def _check_bulk(s: Settings) -> str | None:
+    bad = [b for b in (*s.bulk_read_buckets, *s.bulk_write_buckets) if not _BUCKET_RE.fullmatch(b)]
+    if bad:
+        return f"bulk_read_buckets/bulk_write_buckets must be bucket names: {bad}"
+    if BULK_PREFIX in {s.model_prefix.split("/")[0], s.datasets_prefix.split("/")[0]}:
+        return f"{BULK_PREFIX}/ is reserved for bulk extraction"
+    return (
+        _in_range("bulk_max_concurrency", s.bulk_max_concurrency, 1, 10_000)
+        or _in_range("bulk_tolerated_failure_percent", s.bulk_tolerated_failure_percent, 0, 100)
+        or _in_range("bulk_worker_memory_mb", s.bulk_worker_memory_mb, *MEMORY_RANGE_MB)
+    )
+
+
 _CHECKS: tuple[Callable[[Settings], str | None], ...] = (
     _check_stage,
     _check_architecture,
@@ -308,4 +338,5 @@ _CHECKS: tuple[Callable[[Settings], str | None], ...] = (
     _check_prefixes,
     _check_training,
     _check_operations,
+    _check_bulk,
 )

@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--core", type=int, default=0, help="the CPU core to pin to")
-    parser.add_argument("--repeat", type=int, default=2, help="best of N worker runs")
+    parser.add_argument("--repeat", type=int, default=3, help="best of N runs")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
 
@@ -127,10 +127,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as cache:
             engine, version = load_engine(str(args.model), None, Path(cache))
             engine.predict(sentences[:64])  # warm-up
-            started = time.perf_counter()
-            for i in range(0, len(sentences), 32):
-                engine.predict(sentences[i : i + 32])
-            engine_rate = len(sentences) / (time.perf_counter() - started)
+            engine_best = float("inf")
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                for i in range(0, len(sentences), 32):
+                    engine.predict(sentences[i : i + 32])
+                engine_best = min(engine_best, time.perf_counter() - started)
+            engine_rate = len(sentences) / engine_best
 
             s3 = boto3.client("s3")
             s3.create_bucket(Bucket=BUCKET)

@@ -99,6 +99,18 @@ def test_run_refuses_bad_options_with_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2 and "must not be inside the input" in done.stderr
 
 
+def test_run_refuses_entity_types_the_model_does_not_have(
+    tmp_path: Path, tiny_artifact_tar: Path
+) -> None:
+    (tmp_path / "a.jsonl").write_text('{"text": "Paris"}\n')
+    done = bulk(
+        "run", "--input", str(tmp_path / "a.jsonl"), "--output", str(tmp_path / "o"),
+        "--model", str(tiny_artifact_tar), "--cache-dir", str(tmp_path / "c"), "--labels", "FOOD",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "unknown entity types ['FOOD']" in done.stderr
+
+
 def test_progress_shows_a_bar_with_rate_and_eta_on_a_terminal() -> None:
     class Terminal:
         def __init__(self) -> None:

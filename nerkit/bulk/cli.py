@@ -29,6 +29,7 @@ from nerkit.bulk.plan import DEFAULT_SHARD_BYTES, JobError, Shard
 from nerkit.bulk.progress import ProgressReporter
 from nerkit.bulk.request import build_request, job_from_request
 from nerkit.bulk.runner import DEFAULT_CACHE_DIR, run_local
+from nerkit.engine import UnknownLabelsError
 from nerkit.pipeline.start import StartError, read_outputs
 
 # The committed default model, when running from a checkout of the repository.
@@ -185,7 +186,7 @@ def main(argv: Sequence[str] | None = None, *, client: StepFunctionsClient | Non
         if args.command == "start":
             return cmd_start(args, client)
         return cmd_status(args, client)
-    except (JobError, StartError, LocationError, ArtifactError) as exc:
+    except (JobError, StartError, LocationError, ArtifactError, UnknownLabelsError) as exc:
         print(f"nerkit-bulk: error: {exc}", file=sys.stderr)
         return 2
 

@@ -411,3 +411,21 @@ def test_a_run_outside_the_allowed_locations_fails_in_the_plan(
     assert execution["status"] == "FAILED"
     assert execution.get("error") == "JobError"
     assert calls["worker"] == 0
+
+
+def test_an_empty_input_prefix_runs_to_an_empty_summary(
+    aws: None, template: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tiny_artifact_tar: Path
+) -> None:
+    machine_arn, calls = deploy(template, monkeypatch)
+    store = ModelStore(BUCKET, "models/ner")
+    store.set_live(store.upload(tiny_artifact_tar))
+    output = f"s3://{BUCKET}/bulk/output/empty"
+    request = {"input": f"s3://{BUCKET}/bulk/input/nothing/", "output": output}
+    client = boto3.client("stepfunctions")
+    arn = client.start_execution(stateMachineArn=machine_arn, input=json.dumps(request))[
+        "executionArn"
+    ]
+    assert wait(arn)["status"] == "SUCCEEDED"
+    summary = json.loads(location(output).get("summary.json") or b"")
+    assert summary["shards"]["total"] == 0 and summary["totals"]["documents"] == 0
+    assert calls["worker"] == 0 and calls["summary"] == 1

@@ -13,15 +13,14 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nerkit.bulk.locations import InputObject, Location
-from nerkit.bulk.records import RecordOptions, format_for, is_gzip
+from nerkit.bulk.locations import Location
+from nerkit.bulk.records import FORMATS, RecordOptions, format_for, is_gzip
+from nerkit.decoding import AGGREGATIONS, DECODINGS
 
 # A worker does ~150 CoNLL sentences (~14 KB of text) per second per vCPU: 4 MiB is a few
 # minutes of work, well inside one 15-minute invocation, yet few enough shards that the
 # per-shard costs (a Lambda request, state transitions, S3 requests) stay small.
 DEFAULT_SHARD_BYTES = 4 << 20
-AGGREGATIONS = ("simple", "first", "average", "max")
-DECODINGS = ("viterbi", "argmax")
 
 
 class JobError(ValueError):
@@ -68,8 +67,8 @@ class Job:
     entities: EntityOptions = field(default_factory=EntityOptions)
 
     def __post_init__(self) -> None:
-        if self.format not in ("auto", "jsonl", "text"):
-            raise JobError("format must be auto, jsonl or text")
+        if self.format not in ("auto", *FORMATS):
+            raise JobError(f"format must be auto or one of {', '.join(FORMATS)}")
         if not self.id_field or not self.text_field or self.id_field == self.text_field:
             raise JobError("id_field and text_field must be two different non-empty names")
         if self.max_text_chars < 1:
@@ -177,7 +176,3 @@ def cut(chunks: Iterable[bytes], size: int, shard_bytes: int) -> list[tuple[int,
     if start < size:
         cuts.append((start, size, first_line))
     return cuts
-
-
-def objects_bytes(objects: Iterable[InputObject]) -> int:
-    return sum(obj.size for obj in objects)

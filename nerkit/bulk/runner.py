@@ -23,8 +23,7 @@ DEFAULT_CACHE_DIR = Path("/tmp/nerkit-model")
 
 def check_locations(job: Job) -> None:
     """Output inside the input would be read back as input by the next run."""
-    inside = job.output.rstrip("/") + "/"
-    if inside.startswith(job.input.rstrip("/") + "/") or job.output == job.input:
+    if (job.output.rstrip("/") + "/").startswith(job.input.rstrip("/") + "/"):
         raise JobError(f"the output {job.output} must not be inside the input {job.input}")
 
 

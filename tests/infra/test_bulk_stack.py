@@ -247,6 +247,12 @@ def test_failed_and_timed_out_runs_alarm_and_outputs_name_the_machine(
     assert template["Outputs"]["BulkStateMachineArn"]["Value"] == {"Ref": machine}
     assert "BulkInputUri" in template["Outputs"] and "BulkOutputUri" in template["Outputs"]
 
+    from infra import bulk
+    from nerkit.bulk import handlers
+
+    # The dashboard graphs what the summary Lambda writes.
+    assert (bulk.EMF_NAMESPACE, bulk.EMF_SERVICE) == (handlers.EMF_NAMESPACE, handlers.EMF_SERVICE)
+
 
 # -- end to end in moto -----------------------------------------------------------------------
 

@@ -5,7 +5,7 @@
     nerkit-bulk run --input docs.jsonl --output out/ [--model s3://bucket/models/ner]
     nerkit-bulk start --stack-output cdk-outputs.json --input s3://B/bulk/input/corpus/ \\
         --output s3://B/bulk/output/run1/ [--model-version V]
-    nerkit-bulk status <execution ARN> [--stack-output cdk-outputs.json]
+    nerkit-bulk status <execution ARN>
 
 ``run`` executes the same worker code as the Lambda, shard after shard, and shows progress;
 ``start`` starts the deployed state machine with the caller's AWS credentials.

@@ -39,7 +39,7 @@ def plan_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request, run_id = event.get("request"), str(event.get("runId", ""))
     if not isinstance(request, dict):
         raise JobError("the execution input must be a JSON object")
-    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     model_uri = os.environ["BULK_MODEL_URI"]
     pinned = job_from_request(request, model_uri=model_uri, model_version=None)
     _check_allowed(pinned.input, "BULK_INPUT_LOCATIONS", "read from")

@@ -69,7 +69,7 @@ def run_local(
 ) -> dict[str, Any]:
     """Run ``job`` here; return its summary (also written to the output)."""
     check_locations(job)
-    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     source, output = location(job.input), location(job.output)
     shards = plan(job, source, shard_bytes=shard_bytes)
     if on_plan is not None:

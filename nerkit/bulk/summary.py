@@ -56,7 +56,7 @@ def summarize(
         if marker.get("model_version"):
             versions.add(marker["model_version"])
         rows.append(row)
-    finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+    finished_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     summary = {
         "run_id": run_id,
         "input": job.input,

@@ -402,6 +402,8 @@ def test_the_synthesized_state_machine_runs_a_job_end_to_end(
     status = execution_status(arn, client)
     assert status["status"] == "SUCCEEDED"
     assert status["summary"]["totals"]["documents"] == len(ids)
+    assert status["shards"]["succeeded"] == shards and status["shards"]["failed"] == 0
+    assert status["documents_per_second"] > 0
 
 
 def test_a_run_outside_the_allowed_locations_fails_in_the_plan(

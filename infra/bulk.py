@@ -42,7 +42,7 @@ from infra.assets import REPO_ROOT, docker_excludes
 from infra.log_groups import log_group
 from infra.nag import acknowledge, acknowledge_wildcard, flatten
 from infra.serving import _ARCHITECTURES, SERVING_DOCKERFILE
-from infra.settings import BULK_PREFIX, Settings
+from infra.settings import BULK_PREFIX, MB_PER_VCPU, Settings
 from infra.storage import Storage
 
 INPUT_PREFIX = f"{BULK_PREFIX}/input"
@@ -122,13 +122,13 @@ class BulkExtraction(Construct):
             "BULK_INPUT_LOCATIONS": ",".join(self.input_locations),
             "BULK_OUTPUT_LOCATIONS": ",".join(self.output_locations),
             "BULK_TOLERATED_FAILURE_PERCENT": str(settings.bulk_tolerated_failure_percent),
-            "NER_THREADS": str(max(1, settings.bulk_worker_memory_mb // 1769)),
+            "NER_THREADS": str(max(1, settings.bulk_worker_memory_mb // MB_PER_VCPU)),
         }
         self.plan_function = self._function(
             "Plan",
             "bulk_handler.plan",
             "list the input, cut shards, pin the model version",
-            memory_mb=1769,
+            memory_mb=MB_PER_VCPU,
             timeout=Duration.minutes(15),
             environment=environment,
         )

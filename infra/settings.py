@@ -47,6 +47,9 @@ _GITHUB_ENVIRONMENT_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
 _INSTANCE_RE = re.compile(r"ml\.[a-z0-9]+\.[0-9]*[a-z]+")
 # The environment Settings.load reads instead of os.environ (tests pass their own).
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("nerkit_settings_environ", default=None)
+# Bulk extraction's top-level prefix in the data bucket, and S3 bucket names.
+BULK_PREFIX = "bulk"
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 class SettingsError(ValueError):
@@ -119,6 +122,20 @@ class Settings(BaseSettings):
     # For one stage per account and region, and only where the group does not exist yet.
     manage_sagemaker_log_group: bool = False
     alarm_email: str | None = None
+    # -- Bulk extraction (infra/bulk.py) ----------------------------------------------------
+    # Worker Lambdas one run may run at once (the Distributed Map's MaxConcurrency). They
+    # share the account's Lambda concurrency (1,000 by default, 10 on new accounts) with the
+    # API: 100 leaves the API its headroom; raise it together with a quota increase
+    # (docs/DEPLOY.md, "Bulk extraction").
+    bulk_max_concurrency: int = 100
+    # Shards that may fail (after retries) before the whole run fails; the summary lists
+    # them either way and the run ends failed if any is missing.
+    bulk_tolerated_failure_percent: float = 0.0
+    # One full vCPU, as for serving: the worker is CPU-bound with one ONNX Runtime thread.
+    bulk_worker_memory_mb: int = MB_PER_VCPU
+    # Buckets besides the stack's bulk/ prefix that runs may read input from / write to.
+    bulk_read_buckets: Annotated[tuple[str, ...], NoDecode] = ()
+    bulk_write_buckets: Annotated[tuple[str, ...], NoDecode] = ()
 
     @classmethod
     def settings_customise_sources(
@@ -146,7 +163,13 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("cors_origins", "github_environments", mode="before")
+    @field_validator(
+        "cors_origins",
+        "github_environments",
+        "bulk_read_buckets",
+        "bulk_write_buckets",
+        mode="before",
+    )
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -317,6 +340,19 @@ def _check_github(s: Settings) -> str | None:
     return None
 
 
+def _check_bulk(s: Settings) -> str | None:
+    bad = [b for b in (*s.bulk_read_buckets, *s.bulk_write_buckets) if not _BUCKET_RE.fullmatch(b)]
+    if bad:
+        return f"bulk_read_buckets/bulk_write_buckets must be bucket names: {bad}"
+    if BULK_PREFIX in {s.model_prefix.split("/")[0], s.datasets_prefix.split("/")[0]}:
+        return f"{BULK_PREFIX}/ is reserved for bulk extraction"
+    return (
+        _in_range("bulk_max_concurrency", s.bulk_max_concurrency, 1, 10_000)
+        or _in_range("bulk_tolerated_failure_percent", s.bulk_tolerated_failure_percent, 0, 100)
+        or _in_range("bulk_worker_memory_mb", s.bulk_worker_memory_mb, *MEMORY_RANGE_MB)
+    )
+
+
 _CHECKS: tuple[Callable[[Settings], str | None], ...] = (
     _check_stage,
     _check_architecture,
@@ -328,4 +364,5 @@ _CHECKS: tuple[Callable[[Settings], str | None], ...] = (
     _check_training,
     _check_operations,
     _check_github,
+    _check_bulk,
 )

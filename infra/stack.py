@@ -7,6 +7,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
+from infra.bulk import INPUT_PREFIX, OUTPUT_PREFIX, BulkExtraction
 from infra.monitoring import Monitoring
 from infra.serving import Serving
 from infra.settings import Settings
@@ -37,6 +38,16 @@ class NerkitStack(Stack):
             function=self.serving.function,
             api=self.serving.api,
             state_machine=self.training.state_machine,
+        )
+        # Bulk extraction (infra/bulk.py): its alarms and graphs join the monitoring's.
+        self.bulk = BulkExtraction(
+            self,
+            "Bulk",
+            settings=settings,
+            storage=self.storage,
+            model_uri=self.serving.model_uri,
+            topic=self.monitoring.topic,
+            dashboard=self.monitoring.dashboard,
         )
         self._outputs()
 
@@ -69,5 +80,12 @@ class NerkitStack(Stack):
             "DashboardName": (self.monitoring.dashboard.dashboard_name, "CloudWatch dashboard"),
             "AlarmTopicArn": (self.monitoring.topic.topic_arn, "Subscribe to get alarms"),
         }
+        # Read by nerkit-bulk start.
+        outputs["BulkStateMachineArn"] = (
+            self.bulk.state_machine.state_machine_arn,
+            "Bulk extraction; start runs with nerkit-bulk start",
+        )
+        outputs["BulkInputUri"] = (self.storage.uri(INPUT_PREFIX), "Put bulk input under here")
+        outputs["BulkOutputUri"] = (self.storage.uri(OUTPUT_PREFIX), "Bulk outputs go under here")
         for name, (value, description) in outputs.items():
             CfnOutput(self, name, value=value, description=description)

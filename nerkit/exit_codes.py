@@ -1,7 +1,7 @@
 """Exit statuses shared by every nerkit command line.
 
-``nerkit-train``, ``nerkit-models`` and ``python -m nerkit.pipeline.start`` all exit with
-these, so scripts and CI can tell a refused model from a broken run.
+``nerkit-train``, ``nerkit-models``, ``nerkit-bulk`` and ``python -m nerkit.pipeline.start``
+exit with these, so scripts and CI can tell a refused model from a broken run.
 """
 
 from __future__ import annotations

@@ -189,6 +189,7 @@ class EntityOut(BaseModel):
 
     @classmethod
     def of(cls, entity: Entity) -> EntityOut:
+        """The engine's entity as the API (and bulk output) reports it."""
         return cls(
             entity_group=entity.entity_group,
             score=round(float(entity.score), SCORE_DECIMALS),

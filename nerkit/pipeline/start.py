@@ -57,19 +57,7 @@ class StackOutputs:
 
     @classmethod
     def read(cls, path: Path, stack: str | None = None) -> StackOutputs:
-        try:
-            document = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise StartError(f"cannot read stack outputs {path}: {exc}") from None
-        if not isinstance(document, dict) or not document:
-            raise StartError(f"{path} is not a `cdk deploy --outputs-file` JSON object")
-        if stack is None:
-            if len(document) != 1:
-                raise StartError(f"{path} holds stacks {sorted(document)}: choose one with --stack")
-            stack = next(iter(document))
-        outputs = document.get(stack)
-        if not isinstance(outputs, dict):
-            raise StartError(f"{path} has no stack {stack!r}")
+        outputs, stack = read_outputs(path, stack)
         try:
             return cls(
                 state_machine_arn=outputs["StateMachineArn"],
@@ -78,6 +66,25 @@ class StackOutputs:
             )
         except KeyError as exc:
             raise StartError(f"stack {stack} in {path} has no output {exc}") from None
+
+
+def read_outputs(path: Path, stack: str | None = None) -> tuple[dict[str, Any], str]:
+    """One stack's outputs from a ``cdk deploy --outputs-file`` JSON, and the stack's name
+    (``stack`` may be omitted when the file holds one stack)."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StartError(f"cannot read stack outputs {path}: {exc}") from None
+    if not isinstance(document, dict) or not document:
+        raise StartError(f"{path} is not a `cdk deploy --outputs-file` JSON object")
+    if stack is None:
+        if len(document) != 1:
+            raise StartError(f"{path} holds stacks {sorted(document)}: choose one with --stack")
+        stack = next(iter(document))
+    outputs = document.get(stack)
+    if not isinstance(outputs, dict):
+        raise StartError(f"{path} has no stack {stack!r}")
+    return outputs, stack
 
 
 def parse_hyperparameters(pairs: Sequence[str]) -> dict[str, str]:

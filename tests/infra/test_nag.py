@@ -162,8 +162,10 @@ def test_the_flipped_options_take_effect(custom: tuple[dict, dict]) -> None:
     assert "AWS::ApiGateway::Account" not in kinds
     assert not [r for r in resources.values() if r["Properties"].get("ManagedPolicyArns")]
     assert "AccessLogSetting" in stage
-    (machine,) = [r for r in resources.values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
-    assert machine["Properties"]["TracingConfiguration"] == {"Enabled": True}
+    machines = [r for r in resources.values() if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    assert len(machines) == 2  # training and bulk extraction
+    for machine in machines:
+        assert machine["Properties"]["TracingConfiguration"] == {"Enabled": True}
     (sagemaker_logs,) = [
         r
         for r in resources.values()
@@ -283,8 +285,8 @@ def test_cfn_lint_passes_every_variant(variant: str, request: pytest.FixtureRequ
     _, template = request.getfixturevalue(variant)
     matches = cfn_lint(template)
     assert [m for m in matches if not cdk_role_dependency(m, template)] == []
-    # The three known ones: the serving and gate functions and the state machine.
-    assert len(matches) == 3
+    # The known ones: the serving, gate and three bulk functions, and the two state machines.
+    assert len(matches) == 7
 
 
 def test_cfn_lint_reports_a_broken_template() -> None:

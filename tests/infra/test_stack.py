@@ -656,7 +656,8 @@ def test_only_the_api_gateway_logging_role_uses_a_managed_policy(raw: dict[str, 
 
 def test_every_log_group_has_a_retention(raw: dict[str, Any]) -> None:
     groups = resources(raw, "AWS::Logs::LogGroup")
-    assert len(groups) == 5  # function, access, execution, gate, state machine
+    # function, access, execution, gate, state machine; bulk: three functions, state machine
+    assert len(groups) == 9
     # SageMaker's account-wide group is left alone unless manage_sagemaker_log_group.
     assert not [
         g
@@ -679,6 +680,7 @@ def test_alarms_on_errors_throttles_5xx_and_training_notify_the_topic(raw: dict[
         ("AWS/Lambda", "Errors"),
         ("AWS/Lambda", "Throttles"),
         ("AWS/States", "ExecutionsFailed"),
+        ("AWS/States", "ExecutionsTimedOut"),  # bulk runs (tests/infra/test_bulk_stack.py)
     }
     (api_5xx,) = [a["Properties"] for a in alarms if "Metrics" in a["Properties"]]
     assert api_5xx["Threshold"] == 1

@@ -7,6 +7,7 @@ so the app's admin check (``nerkit.api.authz``) runs exactly as deployed. Never 
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Mapping
 
@@ -41,3 +42,12 @@ class LocalApiKeys:
             context = {"identity": identity, "path": scope["path"]}
             scope = {**scope, "aws.event": {"path": scope["path"], "requestContext": context}}
         await self.app(scope, receive, send)
+
+
+def local_app() -> ASGIApp:
+    """The app from the environment behind local API keys: ``LOCAL_ADMIN_KEY`` (a value)
+    maps to ``LOCAL_ADMIN_KEY_ID``, which ``ADMIN_KEY_IDS`` should list (``uvicorn --factory``)."""
+    from nerkit.api.app import create_app
+
+    key = os.environ.get("LOCAL_ADMIN_KEY", "")
+    return LocalApiKeys(create_app(), {key: LOCAL_ADMIN_KEY_ID} if key else {})

@@ -174,6 +174,8 @@ def _method_paths(raw: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def test_api_key_is_required_on_ner_routes_only(raw: dict[str, Any]) -> None:
+    from infra.admin import ADMIN_ROUTES
+
     methods = _method_paths(raw)
 
     assert set(methods) == {
@@ -182,6 +184,8 @@ def test_api_key_is_required_on_ner_routes_only(raw: dict[str, Any]) -> None:
         ("GET", "/health"),
         ("GET", "/ready"),
         ("GET", "/"),
+        # Keyed too (tests/infra/test_admin_stack.py).
+        *((method, f"/{path}") for method, path in ADMIN_ROUTES),
     }
     for key in [("POST", "/v1/entities"), ("GET", "/v1/model")]:
         assert methods[key]["ApiKeyRequired"] is True
@@ -208,8 +212,8 @@ def test_usage_plan_throttles_and_quota_with_a_key(raw: dict[str, Any], template
             "ApiStages": [Match.object_like({"Stage": Match.any_value()})],
         },
     )
-    template.resource_count_is("AWS::ApiGateway::ApiKey", 1)
-    _, link = only(raw, "AWS::ApiGateway::UsagePlanKey", "Serving")
+    template.resource_count_is("AWS::ApiGateway::ApiKey", 2)  # the client key and the admin's
+    _, link = only(raw, "AWS::ApiGateway::UsagePlanKey", "ServingApiUsagePlan")
     assert link["Properties"]["KeyType"] == "API_KEY"
 
 
@@ -566,7 +570,7 @@ def test_only_the_api_gateway_logging_role_uses_a_managed_policy(raw: dict[str, 
 
 def test_every_log_group_has_a_retention(raw: dict[str, Any]) -> None:
     groups = resources(raw, "AWS::Logs::LogGroup")
-    assert len(groups) == 5  # function, access, execution, gate, state machine
+    assert len(groups) == 6  # function, access, execution, gate, state machine, admin
     assert {g["Properties"]["RetentionInDays"] for g in groups.values()} == {30}
 
 

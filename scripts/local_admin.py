@@ -9,7 +9,6 @@ Nothing trains locally: the stand-in pipeline waits a few seconds and ends FAILE
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 from typing import Any
 
@@ -35,8 +34,9 @@ STAND_IN_PIPELINE: dict[str, Any] = {
 def enable_admin(
     endpoint: str, bucket: str, pipeline: dict[str, Any] | None = None
 ) -> tuple[str, dict[str, str]]:
-    """Create the stand-in pipeline on moto (``endpoint``); return a new local admin key and
-    the environment that turns the admin routes on."""
+    """Create the stand-in pipeline (or ``pipeline``) on moto (``endpoint``; boto3 must
+    point there already); return a new local admin key and the environment of the app that
+    turns the admin routes on."""
     config = json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode()
     request = urllib.request.Request(f"{endpoint}/moto-api/config", data=config, method="POST")
     urllib.request.urlopen(request, timeout=10).close()
@@ -56,5 +56,4 @@ def enable_admin(
         # moto's path-style bucket URL, where the page POSTs uploads (its CSP allows it).
         "UPLOAD_URL": f"{endpoint}/{bucket}",
     }
-    os.environ.update(env)
     return key, env

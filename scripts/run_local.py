@@ -243,7 +243,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         model_uri = f"s3://{BUCKET}/{PREFIX}"
         print(f"Local S3 (moto_server): {endpoint}", flush=True)
         print(f"Model {version} is LIVE at {model_uri}", flush=True)
-        admin_key, _ = enable_admin(endpoint, BUCKET)
+        admin_key, admin_env = enable_admin(endpoint, BUCKET)
+        os.environ.update(admin_env)
         print(f"Admin key (local, this run only; paste it in the page): {admin_key}", flush=True)
         # A fresh cache per run: the model is downloaded from S3 at start, as on a cold start.
         os.environ.update(MODEL_URI=model_uri, MODEL_CACHE_DIR=str(workdir / "model-cache"))

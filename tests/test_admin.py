@@ -518,3 +518,11 @@ def test_set_live_refuses_a_stale_view_and_unknown_versions(
     status, error = call(handler, "PUT", "/v1/models/live", {"version": "../x"})
     assert (status, error["error"]["code"]) == (422, "validation_error")
     assert store.live().version == "v3"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("url", ["ftp://bucket/", "*", "https://", "bucket.s3.amazonaws.com"])
+def test_an_upload_url_must_be_http(url: str) -> None:
+    from nerkit.api.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="UPLOAD_URL"):
+        Settings.from_env({"UPLOAD_URL": url})

@@ -526,3 +526,9 @@ def test_an_upload_url_must_be_http(url: str) -> None:
 
     with pytest.raises(SettingsError, match="UPLOAD_URL"):
         Settings.from_env({"UPLOAD_URL": url})
+
+
+def test_list_models_is_bounded(handler: Mangum, store: ModelStore) -> None:
+    status, listing = call(handler, "GET", "/v1/models?limit=1")
+    assert (status, len(listing["versions"])) == (200, 1)
+    assert call(handler, "GET", "/v1/models?limit=101")[0] == 422

@@ -278,10 +278,10 @@ class KeyRecorder:
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._s3, name)
 
-        def call(**kwargs: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
             if "Key" in kwargs:
                 self._keys.append(kwargs["Key"])
-            return method(**kwargs)
+            return method(*args, **kwargs)
 
         return call
 
@@ -891,3 +891,16 @@ def test_a_full_disk_while_extracting_is_retryable_not_a_bad_model(
         with pytest.raises(StoreUnavailable, match="No space left on device"):
             store.fetch(cache)
     assert store.fetch(cache).version == "v1"  # the same release loads once there is room
+
+
+def test_versions_with_a_limit_read_only_the_manifests_stored_last(
+    store: ModelStore, s3: S3Client, tmp_path: Path
+) -> None:
+    for version in ("v1", "v2", "v3"):
+        store.upload(build_tarball(tmp_path, version))
+        time.sleep(1.1)  # S3's LastModified has one-second resolution
+    touched: list[str] = []
+    spy = ModelStore(BUCKET, "models", KeyRecorder(s3, touched))
+    assert [info.version for info in spy.versions(limit=2)] == ["v2", "v3"]
+    assert sorted(touched) == ["models/v2/manifest.json", "models/v3/manifest.json"]
+    assert [info.version for info in store.versions()] == ["v1", "v2", "v3"]

@@ -59,6 +59,8 @@ log = logging.getLogger(f"{logs.LOGGER}.admin")
 audit = logging.getLogger(f"{logs.LOGGER}.audit")
 T = TypeVar("T")
 
+# Each listed version costs one manifest read inside the request's time budget.
+MAX_LISTED_VERSIONS = 100
 _RUN_ID = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 _COMMON = {
     403: {"model": ErrorResponse, "description": "Not an admin (`forbidden`)"},
@@ -250,9 +252,13 @@ async def new_upload(body: UploadRequest, caller: Admin, services: Services) -> 
 
 
 @router.get("/models", summary="Stored model versions, their F1 and which one is LIVE")
-async def list_models(caller: Admin, services: Services) -> ModelList:
+async def list_models(
+    caller: Admin,
+    services: Services,
+    limit: Annotated[int, Query(ge=1, le=MAX_LISTED_VERSIONS)] = 50,
+) -> ModelList:
     store = services.store
-    pointer, versions = await _aws(lambda: (store.live(), store.versions()), "list models")
+    pointer, versions = await _aws(lambda: (store.live(), store.versions(limit)), "list models")
     live = pointer.version if pointer else None
     return ModelList(
         live=live,

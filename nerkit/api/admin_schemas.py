@@ -109,7 +109,9 @@ class ModelVersionOut(BaseModel):
 class ModelList(BaseModel):
     live: str | None
     history: list[str] = Field(description="Versions live before it, newest first (rollback)")
-    versions: list[ModelVersionOut] = Field(description="Newest first")
+    versions: list[ModelVersionOut] = Field(
+        description="Newest first: the `limit` versions stored last"
+    )
 
 
 class SetLiveRequest(_Strict):

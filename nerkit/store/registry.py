@@ -241,17 +241,24 @@ class ModelStore:
 
     # -- reading ------------------------------------------------------------------------
 
-    def versions(self) -> list[VersionInfo]:
-        """Every complete version (its manifest copy exists), oldest first."""
+    def versions(self, limit: int | None = None) -> list[VersionInfo]:
+        """Every complete version (its manifest copy exists), oldest first; with ``limit``,
+        only the ``limit`` stored last (by their manifest copies' upload time), so the number
+        of manifests read stays bounded however many versions the store holds."""
         base = self.key("")
-        infos = []
-        for key in self._list_keys(base):
-            version, _, name = key.removeprefix(base).partition("/")
+        stored = []
+        for item in self._list_objects(base):
+            version, _, name = item["Key"].removeprefix(base).partition("/")
             if name == MANIFEST and is_version(version):
-                manifest = self.manifest(version)
-                infos.append(
-                    VersionInfo(version, manifest.get("created_at"), manifest.get("metrics") or {})
-                )
+                stored.append((item["LastModified"], version))
+        if limit is not None:
+            stored = sorted(stored, reverse=True)[:limit]
+        infos = []
+        for _, version in stored:
+            manifest = self.manifest(version)
+            infos.append(
+                VersionInfo(version, manifest.get("created_at"), manifest.get("metrics") or {})
+            )
         return sorted(infos, key=lambda info: (info.created_at or "", info.version))
 
     def manifest(self, version: str) -> dict[str, Any]:
@@ -398,12 +405,11 @@ class ModelStore:
         # Keys sort lexicographically: the key itself, if present, precedes every longer one.
         return any(item["Key"] == key for item in page.get("Contents", []))
 
-    def _list_keys(self, prefix: str) -> Iterator[str]:
+    def _list_objects(self, prefix: str) -> Iterator[dict[str, Any]]:
         paginator = self.s3.get_paginator("list_objects_v2")
         with s3_errors(self.bucket, prefix):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    yield item["Key"]
+                yield from page.get("Contents", [])
 
     def _request(self, operation: str, key: str, **kwargs: Any) -> dict[str, Any]:
         with s3_errors(self.bucket, key):

@@ -532,3 +532,18 @@ def test_list_models_is_bounded(handler: Mangum, store: ModelStore) -> None:
     status, listing = call(handler, "GET", "/v1/models?limit=1")
     assert (status, len(listing["versions"])) == (200, 1)
     assert call(handler, "GET", "/v1/models?limit=101")[0] == 422
+
+
+def test_the_admin_routes_import_nothing_the_serving_image_lacks() -> None:
+    """The admin function runs the serving image, which has no nerkit.training (torch)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nerkit.api.admin; "
+        "print([m for m in sys.modules if m.startswith(('nerkit.training', 'torch'))])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"

@@ -267,6 +267,9 @@ def test_start_a_run_sends_exactly_what_the_cli_sends(
     assert sent == expected == started["input"]
     assert sent["hyperparameters"] == {"epochs": "3", "learning_rate": "5e-05", "fp16": "True"}
 
+    # A job name is used once (while the run is going, Step Functions answers the same
+    # request with the same execution instead).
+    wait_until_ended(aws.sfn, started["execution_arn"])
     status, error = call(handler, "POST", "/v1/training-runs", body)
     assert (status, error["error"]["code"]) == (409, "conflict")
 

@@ -149,3 +149,17 @@ def test_the_bucket_lets_only_the_page_post_uploads(raw: dict[str, Any]) -> None
 def test_outputs_name_the_admin_key(raw: dict[str, Any]) -> None:
     key, _ = only(raw, "AWS::ApiGateway::ApiKey", "AdminApiKey")
     assert raw["Outputs"]["AdminApiKeyId"]["Value"] == {"Ref": key}
+
+
+def test_the_gateway_has_exactly_the_apps_admin_routes() -> None:
+    from fastapi.routing import APIRoute
+
+    from nerkit.api.admin import router
+
+    app_routes = {
+        (method, route.path.lstrip("/"))
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+    assert app_routes == set(ADMIN_ROUTES)

@@ -38,10 +38,9 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from infra.assets import REPO_ROOT, docker_excludes
 from infra.log_groups import log_group
 from infra.nag import acknowledge, acknowledge_wildcard, flatten
-from infra.serving import _ARCHITECTURES, SERVING_DOCKERFILE
+from infra.serving import lambda_architecture, serving_image
 from infra.settings import BULK_PREFIX, MB_PER_VCPU, Settings
 from infra.storage import Storage
 
@@ -166,7 +165,6 @@ class BulkExtraction(Construct):
         environment: dict[str, str],
     ) -> lambda_.DockerImageFunction:
         s = self.settings
-        architecture, platform = _ARCHITECTURES[s.architecture]
         role = iam.Role(
             self,
             f"{name}Role",
@@ -180,14 +178,8 @@ class BulkExtraction(Construct):
             f"{name}Function",
             description=f"nerkit {s.stage} bulk: {what}",
             # The serving image (same asset, built once) with this function's entrypoint.
-            code=lambda_.DockerImageCode.from_image_asset(
-                str(REPO_ROOT),
-                file=SERVING_DOCKERFILE,
-                exclude=docker_excludes(SERVING_DOCKERFILE),
-                platform=platform,
-                cmd=[handler],
-            ),
-            architecture=architecture,
+            code=serving_image(s, cmd=[handler]),
+            architecture=lambda_architecture(s),
             role=role,
             memory_size=memory_mb,
             timeout=timeout,

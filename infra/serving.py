@@ -152,6 +152,22 @@ KEYED_METHODS = (
 KEYED_ROUTES = tuple(path for _, path in KEYED_METHODS)
 
 
+def serving_image(settings: Settings, cmd: list[str] | None = None) -> lambda_.DockerImageCode:
+    """The serving image (the serving, admin and bulk functions run the same asset, built
+    once); ``cmd`` picks another entrypoint than the image's CMD."""
+    return lambda_.DockerImageCode.from_image_asset(
+        str(REPO_ROOT),
+        file=SERVING_DOCKERFILE,
+        exclude=docker_excludes(SERVING_DOCKERFILE),
+        platform=_ARCHITECTURES[settings.architecture][1],
+        cmd=cmd,
+    )
+
+
+def lambda_architecture(settings: Settings) -> lambda_.Architecture:
+    return _ARCHITECTURES[settings.architecture][0]
+
+
 def open_method_paths(settings: Settings) -> list[str]:
     """Stage method-settings keys (``/<resource>/<METHOD>``; ``//GET`` is the root) of the
     methods that need no API key: the open routes, the page and the CORS preflights."""
@@ -176,7 +192,7 @@ class Serving(Construct):
         self.api_key = self._usage_plan(settings)
 
     def _function(self, settings: Settings, storage: Storage) -> lambda_.DockerImageFunction:
-        architecture, platform = _ARCHITECTURES[settings.architecture]
+        architecture = lambda_architecture(settings)
         self.log_group = log_group(self, "FunctionLogs", settings)
         # Own role instead of the default one: the default attaches the AWS managed
         # AWSLambdaBasicExecutionRole (logs on every log group of the account).
@@ -201,6 +217,8 @@ class Serving(Construct):
             "MODEL_REFRESH_SECONDS": str(settings.model_refresh_seconds),
             "NER_THREADS": str(settings.ner_threads),
             "ENABLE_PAGE": str(settings.enable_page).lower(),
+            # The page's CSP lets it POST dataset uploads there (the admin panels).
+            "UPLOAD_URL": storage.upload_url,
         }
         if settings.cors_origins:
             environment["CORS_ORIGINS"] = ",".join(settings.cors_origins)
@@ -208,12 +226,7 @@ class Serving(Construct):
             self,
             "Function",
             description=f"nerkit {settings.stage}: named-entity recognition (ONNX Runtime)",
-            code=lambda_.DockerImageCode.from_image_asset(
-                str(REPO_ROOT),
-                file=SERVING_DOCKERFILE,
-                exclude=docker_excludes(SERVING_DOCKERFILE),
-                platform=platform,
-            ),
+            code=serving_image(settings),
             architecture=architecture,
             role=role,
             memory_size=settings.lambda_memory_mb,

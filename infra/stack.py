@@ -1,4 +1,4 @@
-"""The one stack of a deployment: storage, serving, the training pipeline and monitoring."""
+"""The one stack of a deployment: storage, serving, the training pipeline, admin and monitoring."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
+from infra.admin import Admin
 from infra.bulk import INPUT_PREFIX, OUTPUT_PREFIX, BulkExtraction
 from infra.monitoring import Monitoring
 from infra.serving import Serving
@@ -31,6 +32,14 @@ class NerkitStack(Stack):
         self.storage = Storage(self, "Storage")
         self.serving = Serving(self, "Serving", settings=settings, storage=self.storage)
         self.training = TrainingPipeline(self, "Training", settings=settings, storage=self.storage)
+        self.admin = Admin(
+            self,
+            "Admin",
+            settings=settings,
+            storage=self.storage,
+            serving=self.serving,
+            state_machine=self.training.state_machine,
+        )
         self.monitoring = Monitoring(
             self,
             "Monitoring",
@@ -58,6 +67,11 @@ class NerkitStack(Stack):
             "ApiKeyId": (
                 self.serving.api_key.key_id,
                 "aws apigateway get-api-key --api-key <id> --include-value",
+            ),
+            "AdminApiKeyId": (
+                self.admin.api_key.key_id,
+                "The admin key (training, uploads, LIVE): aws apigateway get-api-key "
+                "--api-key <id> --include-value",
             ),
             "BucketName": (self.storage.bucket.bucket_name, "Datasets, training output, models"),
             "AccessLogBucketName": (

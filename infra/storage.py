@@ -85,6 +85,11 @@ class Storage(Construct):
             ],
         )
 
+    @property
+    def upload_url(self) -> str:
+        """Where browsers POST presigned dataset uploads: the bucket's regional endpoint."""
+        return f"https://{self.bucket.bucket_regional_domain_name}/"
+
     def uri(self, prefix: str) -> str:
         return f"s3://{self.bucket.bucket_name}/{prefix}"
 

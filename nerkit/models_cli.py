@@ -11,6 +11,8 @@
 inspection, not LIVE).
 ``upload`` only stores a version, which never serves until published. ``rollback`` is the one
 way to move LIVE without the gate: back to the previous version, or ``--to`` any stored one.
+LIVE remembers the versions that were live before it, so repeated rollbacks walk back
+(``ModelStore.rollback``, which the admin API's ``PUT /v1/models/live`` uses too).
 
 Errors print ``{"error": "..."}`` on stderr and exit 1, usage errors exit 2 (the scheme of
 every nerkit command line, ``nerkit.exit_codes``).

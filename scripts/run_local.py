@@ -34,9 +34,10 @@ sys.path.insert(0, str(REPO_ROOT))
 import boto3  # noqa: E402
 import uvicorn  # noqa: E402
 
-from nerkit.api.app import create_app  # noqa: E402
+from nerkit.api.local_gateway import local_app  # noqa: E402
 from nerkit.errors import ModelError  # noqa: E402
 from nerkit.store import ModelStore  # noqa: E402
+from scripts.local_admin import enable_admin  # noqa: E402
 
 DEFAULT_ARTIFACT = REPO_ROOT / "models" / "default" / "model.tar.gz"
 HOST = "127.0.0.1"
@@ -217,8 +218,9 @@ def announce_when_ready(server: uvicorn.Server, base_url: str) -> None:
 
 def serve(port: int) -> bool:
     """Run the app until a signal; return whether it started at all."""
-    # The app reads MODEL_URI and the rest from the environment, as on Lambda.
-    app = create_app()
+    # The app reads MODEL_URI and the rest from the environment, as on Lambda; a stand-in for
+    # API Gateway's keys sits in front of it (the admin key).
+    app = local_app()
     # The app logs every request itself (JSON, as in CloudWatch); uvicorn's access log would
     # repeat each line.
     config = uvicorn.Config(app, host=HOST, port=port, log_level="info", access_log=False)
@@ -241,6 +243,9 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         model_uri = f"s3://{BUCKET}/{PREFIX}"
         print(f"Local S3 (moto_server): {endpoint}", flush=True)
         print(f"Model {version} is LIVE at {model_uri}", flush=True)
+        admin_key, admin_env = enable_admin(endpoint, BUCKET)
+        os.environ.update(admin_env)
+        print(f"Admin key (local, this run only; paste it in the page): {admin_key}", flush=True)
         # A fresh cache per run: the model is downloaded from S3 at start, as on a cold start.
         os.environ.update(MODEL_URI=model_uri, MODEL_CACHE_DIR=str(workdir / "model-cache"))
         if not serve(args.port):

@@ -1127,9 +1127,21 @@ def test_page(client: TestClient, settings: Settings) -> None:
 
 
 def inline_hash(page: str, tag: str) -> str:
-    """The CSP source of the page's one inline ``tag`` block, computed independently."""
-    [body] = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.DOTALL)
-    return f"'sha256-{base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()}'"
+    """The CSP sources of the page's inline ``tag`` blocks, computed independently."""
+    bodies = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.DOTALL)
+    assert bodies
+    return " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()}'"
+        for body in bodies
+    )
+
+
+def test_the_page_may_send_uploads_to_the_upload_url_only(settings: Settings) -> None:
+    upload = settings.model_copy(update={"upload_url": "https://b.s3.eu-west-1.amazonaws.com/"})
+    response = TestClient(create_app(upload)).get("/")
+    policy = response.headers["content-security-policy"]
+    assert "connect-src 'self' https://b.s3.eu-west-1.amazonaws.com;" in policy
+    assert "form-action 'self'" in policy
 
 
 def test_page_csp_allows_only_the_inline_blocks() -> None:

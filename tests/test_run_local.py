@@ -137,3 +137,29 @@ def test_run_local_without_an_artifact_says_how_to_get_one(tmp_path: Path) -> No
     )
     assert result.returncode == 1
     assert f"--artifact {missing} is not a file" in result.stderr
+
+
+def test_run_local_prints_an_admin_key_that_the_admin_routes_accept(
+    run_local: tuple[subprocess.Popen[str], int],
+) -> None:
+    process, port = run_local
+    output = OutputReader(process)
+    key = output.wait_for(r"Admin key \(local.*\): (\S+)\s*$", process)[1]
+    url = output.wait_for(rf"Page: (http://127\.0\.0\.1:{port}/)\s*$", process)[1]
+
+    models = httpx.get(f"{url}v1/models", headers={"x-api-key": key}, timeout=60)
+    assert models.status_code == 200, models.text
+    assert models.json()["live"] == "test-1"
+    for headers in ({}, {"x-api-key": "not-the-key"}):
+        refused = httpx.get(f"{url}v1/models", headers=headers, timeout=60)
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "forbidden"
+    run = {
+        "train": "s3://nerkit-local-models/datasets/a/train/",
+        "validation": "s3://nerkit-local-models/datasets/a/validation/",
+    }
+    started = httpx.post(f"{url}v1/training-runs", json=run, headers={"x-api-key": key}, timeout=60)
+    assert started.status_code == 201, started.text
+    assert started.json()["id"].startswith("nerkit-local-")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=EXIT_WAIT_S) == 0, "".join(output.seen)

@@ -234,12 +234,13 @@ def test_set_live_writes_the_pointer(store: ModelStore, s3: S3Client, tmp_path: 
     assert pointer.sha256 == sha256_file(tar)
     assert store.live() == pointer
     raw = json.loads(s3.get_object(Bucket=BUCKET, Key="models/LIVE")["Body"].read())
-    assert set(raw) == {"version", "key", "sha256", "updated_at", "previous"}
+    assert set(raw) == {"version", "key", "sha256", "updated_at", "previous", "history"}
 
     store.upload(build_tarball(tmp_path, "v2"))
     assert store.set_live("v2").previous == "v1"
     raw = json.loads(s3.get_object(Bucket=BUCKET, Key="models/LIVE")["Body"].read())
-    assert store.live() == Pointer(**raw)
+    assert raw["history"] == ["v1"]
+    assert store.live() == Pointer(**{**raw, "history": tuple(raw["history"])})
 
 
 def test_set_live_of_the_live_version_changes_nothing(store: ModelStore, tmp_path: Path) -> None:
@@ -265,6 +266,24 @@ def test_set_live_checks_the_expected_current_version(store: ModelStore, tmp_pat
     with pytest.raises(LiveConflict, match="is 'v1', expected None"):
         store.set_live("v2", expected_current=None)
     assert store.set_live("v2", expected_current="v1").version == "v2"
+
+
+class KeyRecorder:
+    """An S3 client that records the keys of the object requests made through it."""
+
+    def __init__(self, s3: S3Client, keys: list[str]) -> None:
+        self._s3 = s3
+        self._keys = keys
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._s3, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if "Key" in kwargs:
+                self._keys.append(kwargs["Key"])
+            return method(*args, **kwargs)
+
+        return call
 
 
 class RaceOnLiveWrite:
@@ -301,13 +320,79 @@ def test_a_publisher_that_loses_the_race_gets_live_conflict(
     assert (pointer.version, pointer.previous) == ("v2", live_before)
 
 
-def test_rollback_to_previous_and_back(store: ModelStore, tmp_path: Path) -> None:
+def test_repeated_rollbacks_walk_back_through_the_history(
+    store: ModelStore, tmp_path: Path
+) -> None:
     publish(store, tmp_path, "v1", "v2", "v3")
+    assert store.live().history == ("v2", "v1")  # type: ignore[union-attr]
     pointer = store.rollback()
-    assert (pointer.version, pointer.previous) == ("v2", "v3")
-    assert store.rollback().version == "v3"  # a second rollback undoes the first
-    assert store.rollback(to="v1").version == "v1"
-    assert live_of(store) == "v1"
+    assert (pointer.version, pointer.previous, pointer.history) == ("v2", "v1", ("v1",))
+    # A second rollback goes further back (it used to flip back to v3).
+    pointer = store.rollback()
+    assert (pointer.version, pointer.previous, pointer.history) == ("v1", None, ())
+    assert store.live() == pointer
+    with pytest.raises(LiveConflict, match="has no previous version"):
+        store.rollback()
+
+
+def test_rollback_to_a_version_of_the_history_drops_the_newer_entries(
+    store: ModelStore, tmp_path: Path
+) -> None:
+    publish(store, tmp_path, "v1", "v2", "v3", "v4")
+    assert store.rollback(to="v2").history == ("v1",)
+    assert store.rollback().version == "v1"
+
+
+def test_rollback_to_a_version_never_live_is_undone_by_the_next_rollback(
+    store: ModelStore, tmp_path: Path
+) -> None:
+    publish(store, tmp_path, "v1", "v2")
+    store.upload(build_tarball(tmp_path, "v3"))  # stored, never live (say the gate refused it)
+    pointer = store.rollback(to="v3")
+    assert (pointer.version, pointer.history) == ("v3", ("v2", "v1"))
+    assert store.rollback().version == "v2"
+    assert store.rollback().version == "v1"
+
+
+def test_the_history_is_bounded_and_holds_no_duplicates(store: ModelStore, tmp_path: Path) -> None:
+    versions = [f"v{index}" for index in range(store_module.MAX_HISTORY + 3)]
+    publish(store, tmp_path, *versions)
+    history = store.live().history  # type: ignore[union-attr]
+    assert history == tuple(reversed(versions[:-1]))[: store_module.MAX_HISTORY]
+    # A version set live again (a publisher's choice) leaves the history once, as current.
+    pointer = store.set_live("v3")
+    assert pointer.history[0] == versions[-1] and "v3" not in pointer.history
+
+
+def test_rollback_checks_the_expected_current_version(store: ModelStore, tmp_path: Path) -> None:
+    publish(store, tmp_path, "v1", "v2")
+    with pytest.raises(LiveConflict, match="is 'v2', expected 'v1'"):
+        store.rollback(expected_current="v1")
+    assert store.rollback(expected_current="v2").version == "v1"
+
+
+def test_a_pointer_written_before_the_history_rolls_back_to_its_previous(
+    store: ModelStore, s3: S3Client, tmp_path: Path
+) -> None:
+    for version in ("v1", "v2"):
+        store.upload(build_tarball(tmp_path, version))
+    sha256 = s3.head_object(Bucket=BUCKET, Key="models/v2/model.tar.gz")["Metadata"]["sha256"]
+    old = {**json.loads(pointer_json("v2", sha256)), "previous": "v1"}
+    put_raw(s3, "models/LIVE", json.dumps(old).encode())
+    assert store.live().history == ("v1",)  # type: ignore[union-attr]
+    assert store.rollback().version == "v1"
+
+
+def test_moving_live_reads_only_manifest_copies_and_live(
+    store: ModelStore, s3: S3Client, tmp_path: Path
+) -> None:
+    """What the admin API's role may read in the model store (infra/admin.py): the sha256
+    a pointer needs comes from the manifest copy's metadata, not from the tarball."""
+    publish(store, tmp_path, "v1", "v2")
+    touched: list[str] = []
+    spy = ModelStore(BUCKET, "models", KeyRecorder(s3, touched))
+    spy.rollback()
+    assert set(touched) == {"models/LIVE", "models/v1/manifest.json"}
 
 
 def test_rollback_with_nothing_to_roll_back_to(store: ModelStore, tmp_path: Path) -> None:
@@ -712,10 +797,12 @@ def test_cli_end_to_end(s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixt
     assert [item["version"] for item in listing["versions"]] == ["v1", "v2"]
 
     code, pointer = cli(capsys, "rollback", "--to", "v1", "--uri", URI)
-    assert (code, pointer["version"], pointer["previous"]) == (0, "v1", "v2")
+    # v1 was never live: going to it remembers v2, and the next rollback returns there.
+    assert (code, pointer["version"], pointer["history"]) == (0, "v1", ["v2"])
     code, pointer = cli(capsys, "rollback", "--uri", URI)
-    assert (code, pointer["version"]) == (0, "v2")
+    assert (code, pointer["version"], pointer["history"]) == (0, "v2", [])
     assert cli(capsys, "live", "--uri", URI)[1]["version"] == "v2"
+    assert cli(capsys, "rollback", "--uri", URI)[0] == ExitCode.ERROR
 
 
 def test_cli_publish_goes_through_the_gate(
@@ -804,3 +891,16 @@ def test_a_full_disk_while_extracting_is_retryable_not_a_bad_model(
         with pytest.raises(StoreUnavailable, match="No space left on device"):
             store.fetch(cache)
     assert store.fetch(cache).version == "v1"  # the same release loads once there is room
+
+
+def test_versions_with_a_limit_read_only_the_manifests_stored_last(
+    store: ModelStore, s3: S3Client, tmp_path: Path
+) -> None:
+    for version in ("v1", "v2", "v3"):
+        store.upload(build_tarball(tmp_path, version))
+        time.sleep(1.1)  # S3's LastModified has one-second resolution
+    touched: list[str] = []
+    spy = ModelStore(BUCKET, "models", KeyRecorder(s3, touched))
+    assert [info.version for info in spy.versions(limit=2)] == ["v2", "v3"]
+    assert sorted(touched) == ["models/v2/manifest.json", "models/v3/manifest.json"]
+    assert [info.version for info in store.versions()] == ["v1", "v2", "v3"]

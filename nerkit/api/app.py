@@ -2,7 +2,8 @@
 
 Routes: ``GET /health`` (liveness), ``GET /ready`` (loads the model), ``GET /v1/model``,
 ``POST /v1/entities``, ``POST /v1/hf/token-classification`` (the Hugging Face contract, see
-``nerkit.api.hf``), ``GET /`` (the page, when enabled), ``/docs`` and ``/openapi.json``.
+``nerkit.api.hf``), ``GET /`` (the page, when enabled), ``/docs`` and ``/openapi.json``; with
+``ENABLE_ADMIN`` the admin routes of ``nerkit.api.admin`` too.
 Building the app reads the page and, with ``PRELOAD_MODEL`` (the default inside Lambda), loads
 the model; otherwise the model loads on first use.
 """
@@ -175,9 +176,10 @@ def _entities(found: Sequence[Entity]) -> list[EntityOut]:
     return [EntityOut.of(entity) for entity in found]
 
 
-def _page_router(page: str) -> APIRouter:
+def _page_router(page: str, settings: Settings) -> APIRouter:
     page_router = APIRouter()
-    headers = {"content-security-policy": page_csp(page)}
+    upload = (settings.upload_origin,) if settings.upload_origin else ()
+    headers = {"content-security-policy": page_csp(page, connect=upload)}
 
     @page_router.get("/", include_in_schema=False)
     def index() -> HTMLResponse:
@@ -247,7 +249,14 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
     app.include_router(hf.router)
     _publish_request_schema(app, settings)
     if settings.enable_page:
-        app.include_router(_page_router(PAGE.read_text(encoding="utf-8")))
+        app.include_router(_page_router(PAGE.read_text(encoding="utf-8"), settings))
+    if settings.enable_admin:
+        # Imported here: the serving function, which has the admin routes off, never loads
+        # the pipeline modules.
+        from nerkit.api import admin
+
+        app.state.admin = admin.AdminServices(settings)
+        app.include_router(admin.router)
     # Added innermost first: the request log wraps everything, so it sees the final status.
     app.add_middleware(errors.UnhandledErrorMiddleware)
     # Outside the 500 handler, so its generic error gets the headers too.

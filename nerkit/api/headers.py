@@ -3,7 +3,8 @@
 The page's only code and styles are its own inline ``<script>`` and ``<style>`` blocks, so the
 Content-Security-Policy allows exactly those (by sha256, computed from the page when the app
 is built, so an edit of page.html cannot get out of step) and nothing else: no other script,
-no framing, no form posting elsewhere, and network requests only to the page's own origin.
+no framing, no form posting elsewhere, and network requests only to the page's own origin
+(and, where the admin panels upload datasets, to the bucket's endpoint).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ _INLINE_BLOCK = re.compile(r"<(script|style)(\s[^>]*)?>(.*?)</\1\s*>", re.DOTALL
 _SRC = re.compile(r"\bsrc\s*=", re.IGNORECASE)
 
 
-def page_csp(page: str) -> str:
-    """The Content-Security-Policy for ``page``: its inline blocks by hash, nothing else.
+def page_csp(page: str, connect: tuple[str, ...] = ()) -> str:
+    """The Content-Security-Policy for ``page``: its inline blocks by hash, nothing else;
+    requests go to the page's origin and the ``connect`` origins (the dataset upload's).
 
     A block with a ``src`` attribute would load code the hashes do not cover, so the page
     must not have one.
@@ -39,7 +41,7 @@ def page_csp(page: str) -> str:
             "default-src 'none'",
             f"script-src {sources['script']}",
             f"style-src {sources['style']}",
-            "connect-src 'self'",
+            " ".join(["connect-src 'self'", *connect]),
             "img-src 'self' data:",
             "frame-ancestors 'none'",
             "base-uri 'none'",

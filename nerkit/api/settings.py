@@ -23,7 +23,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
-from nerkit.api.origins import invalid_origins
+from nerkit.api.origins import ANY_ORIGIN, invalid_origins, is_allowed_origin
 from nerkit.store.uri import parse_model_uri
 
 # Admits MAX_TEXTS texts of MAX_TEXT_CHARS 3-byte characters as JSON, under Lambda's 6 MB
@@ -93,6 +93,19 @@ class Settings(BaseSettings):
     # The base path of an API Gateway custom-domain mapping ("/ner"); stages are detected
     # from the event, so this is only needed for custom domains.
     api_base_path: Annotated[str, Field(alias="API_BASE_PATH")] = ""
+    # The admin routes (nerkit.api.admin): mounted only where this is on (the admin function).
+    enable_admin: Annotated[bool, Field(alias="ENABLE_ADMIN")] = False
+    # API Gateway ids (not values) of the admin API keys (REST front door), comma-separated.
+    admin_key_ids: Annotated[tuple[str, ...], NoDecode, Field(alias="ADMIN_KEY_IDS")] = ()
+    # The OAuth scope that makes a JWT an admin's (HTTP API front door).
+    admin_scope: Annotated[str, Field(alias="ADMIN_SCOPE")] = "nerkit/admin"
+    # The training pipeline the admin routes start, and where its inputs must live.
+    state_machine_arn: Annotated[str, Field(alias="STATE_MACHINE_ARN")] = ""
+    datasets_uri: Annotated[str, Field(alias="DATASETS_URI")] = ""
+    training_job_prefix: Annotated[str, Field(alias="TRAINING_JOB_PREFIX")] = ""
+    # Where browsers POST dataset uploads (the bucket's endpoint): the page's CSP allows it.
+    upload_url: Annotated[str, Field(alias="UPLOAD_URL")] = ""
+    max_upload_bytes: Annotated[int, Field(alias="MAX_UPLOAD_BYTES", ge=1, le=5 << 30)] = 1 << 30
     # Set by the Lambda runtime, not by operators: only read to default PRELOAD_MODEL.
     lambda_function_name: Annotated[str, Field(alias="AWS_LAMBDA_FUNCTION_NAME")] = ""
 
@@ -160,11 +173,11 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least MAX_TEXT_CHARS ({per_text})")
         return value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "admin_key_ids", mode="before")
     @classmethod
-    def _split_origins(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+            return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
     @field_validator("cors_origins")
@@ -175,6 +188,39 @@ class Settings(BaseSettings):
             raise ValueError(f"{bad[0]!r} is not '*' or an origin like https://example.com")
         return value
 
+    @field_validator("upload_url")
+    @classmethod
+    def _check_upload_url(cls, value: str) -> str:
+        value = value.strip()
+        origin = _origin_of(value)
+        if value and (origin == ANY_ORIGIN or not is_allowed_origin(origin)):
+            raise ValueError("must be an http(s) URL like https://bucket.s3.amazonaws.com/")
+        return value
+
+    @property
+    def upload_origin(self) -> str:
+        """The origin of ``upload_url`` (``""`` when unset): the page may send files there."""
+        return _origin_of(self.upload_url)
+
+    @model_validator(mode="after")
+    def _check_admin(self) -> Settings:
+        if not self.enable_admin:
+            return self
+        missing = [
+            alias
+            for alias, value in (
+                ("MODEL_URI", self.model_uri),
+                ("STATE_MACHINE_ARN", self.state_machine_arn),
+                ("DATASETS_URI", self.datasets_uri),
+            )
+            if not value
+        ]
+        if missing:
+            raise ValueError(f"ENABLE_ADMIN needs {', '.join(missing)}")
+        if not self.datasets_uri.startswith("s3://"):
+            raise ValueError("DATASETS_URI must be s3://bucket/prefix")
+        return self
+
     @field_validator("api_base_path")
     @classmethod
     def _check_base_path(cls, value: str) -> str:
@@ -182,3 +228,8 @@ class Settings(BaseSettings):
         if value and (not value.startswith("/") or "//" in value):
             raise ValueError("must be a path like /ner (or empty)")
         return value
+
+
+def _origin_of(url: str) -> str:
+    """``https://host:port`` of ``https://host:port/path`` (a path-style bucket URL has one)."""
+    return "/".join(url.split("/", 3)[:3])

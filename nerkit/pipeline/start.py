@@ -36,8 +36,8 @@ REQUIRED_CHANNELS = ("train", "validation")
 OPTIONAL_CHANNELS = ("test",)
 # SageMaker training job names: 1-63 characters, alphanumerics and hyphens.
 _JOB_NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
-# SageMaker's limits for hyperparameter keys and values.
-_HP_KEY_MAX, _HP_VALUE_MAX = 256, 2500
+# SageMaker's limits for hyperparameter keys and values, and how many a job may have.
+_HP_KEY_MAX, _HP_VALUE_MAX, MAX_HYPERPARAMETERS = 256, 2500, 100
 
 # boto3 generates its clients at runtime and ships no type stubs.
 StepFunctionsClient = Any
@@ -96,10 +96,21 @@ def parse_hyperparameters(pairs: Sequence[str]) -> dict[str, str]:
         key = key.strip()
         if not sep or not key:
             raise StartError(f"hyperparameter {pair!r} is not key=value")
-        if len(key) > _HP_KEY_MAX or len(value) > _HP_VALUE_MAX:
-            raise StartError(f"hyperparameter {key!r} exceeds SageMaker's size limits")
         hyperparameters[key] = value
     return hyperparameters
+
+
+def _check_hyperparameters(hyperparameters: Mapping[str, Any]) -> dict[str, str]:
+    """As strings (the SageMaker contract), within SageMaker's limits."""
+    if len(hyperparameters) > MAX_HYPERPARAMETERS:
+        raise StartError(f"at most {MAX_HYPERPARAMETERS} hyperparameters")
+    checked = {str(key).strip(): str(value) for key, value in hyperparameters.items()}
+    for key, value in checked.items():
+        if not key:
+            raise StartError("a hyperparameter has an empty name")
+        if len(key) > _HP_KEY_MAX or len(value) > _HP_VALUE_MAX:
+            raise StartError(f"hyperparameter {key!r} exceeds SageMaker's size limits")
+    return checked
 
 
 def default_job_name(prefix: str, now: datetime | None = None) -> str:
@@ -115,7 +126,8 @@ def build_input(
     job_prefix: str | None = None,
 ) -> dict[str, Any]:
     """The execution input the state machine expects (infra/training.py), validated here so
-    a mistake fails now rather than minutes later inside SageMaker."""
+    a mistake fails now rather than minutes later inside SageMaker: the one check of a run's
+    input, for this CLI and the admin API (``POST /v1/training-runs``) alike."""
     if not _JOB_NAME_RE.fullmatch(job_name):
         raise StartError(
             f"job name {job_name!r}: 1-63 letters, digits and hyphens, starting and ending "
@@ -139,7 +151,7 @@ def build_input(
     return {
         "jobName": job_name,
         "channels": selected,
-        "hyperparameters": {str(key): str(value) for key, value in hyperparameters.items()},
+        "hyperparameters": _check_hyperparameters(hyperparameters),
     }
 
 

@@ -3,7 +3,8 @@
 Layout (docs/ARCHITECTURE.md)::
 
     s3://<bucket>/<prefix>/<version>/model.tar.gz    (x-amz-meta-sha256: sha256 of the tarball)
-    s3://<bucket>/<prefix>/<version>/manifest.json   (copy, for listing without a download)
+    s3://<bucket>/<prefix>/<version>/manifest.json   (copy, for listing without a download;
+                                                      x-amz-meta-tarball-sha256: the same sha256)
     s3://<bucket>/<prefix>/LIVE                      (JSON pointer; moving it is going live)
 
 Versions are immutable: ``upload`` writes the tarball with ``If-None-Match: *``. ``LIVE`` is
@@ -57,21 +58,29 @@ from nerkit.store.uri import (
 
 TARBALL = "model.tar.gz"
 LIVE = "LIVE"
+# Metadata of a version's manifest copy: the sha256 of its tarball.
+TARBALL_SHA256 = "tarball-sha256"
 # A tarball larger than extract() accepts is refused before it fills the disk, not after.
 MAX_DOWNLOAD_BYTES = DEFAULT_MAX_EXTRACT_BYTES
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
+# Versions a LIVE pointer remembers as having been live before it (how far rollbacks reach).
+MAX_HISTORY = 20
+
+
 @dataclass(frozen=True)
 class Pointer:
-    """The LIVE pointer: which version serves, its tarball and what served before it."""
+    """The LIVE pointer: which version serves, its tarball and what served before it
+    (``history``, newest first; ``previous`` is its first entry)."""
 
     version: str
     key: str
     sha256: str
     updated_at: str
     previous: str | None
+    history: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,18 +151,21 @@ class ModelStore:
                     f"version {version} already exists in {self.uri} with different content"
                 ) from None
         # The manifest copy goes last: listing only shows versions whose tarball is complete.
+        # It carries the tarball's sha256 too, so moving LIVE needs no access to tarballs.
         self._request(
             "put_object",
             self.key(version, MANIFEST),
             Body=manifest_bytes,
             ContentType="application/json",
+            Metadata={TARBALL_SHA256: sha256},
         )
         return version
 
     def set_live(
         self, version: str, *, expected_current: str | EllipsisType | None = ...
     ) -> Pointer:
-        """Point LIVE at ``version`` (which must exist); return the new pointer.
+        """Point LIVE at ``version`` (which must exist) going forward: the version it replaces
+        is remembered in the pointer's history, for ``rollback``. Return the new pointer.
 
         ``expected_current`` refuses to act on a stale view: a version (LIVE must be exactly
         that), ``None`` (there must be no LIVE yet) or ``...`` (no expectation). Independently
@@ -163,19 +175,54 @@ class ModelStore:
         """
         version = check_version(version)
         current, etag = self._read_live()
-        current_version = current.version if current else None
-        if expected_current is not ... and expected_current != current_version:
-            raise LiveConflict(
-                f"LIVE in {self.uri} is {current_version!r}, expected {expected_current!r}"
-            )
-        if current is not None and current.version == version:
+        _check_expected(current, expected_current, self.uri)
+        if current is None:
+            return self._write_live(version, (), etag)
+        if current.version == version:
             return current
+        return self._write_live(version, (current.version, *current.history), etag)
+
+    def rollback(
+        self, to: str | None = None, *, expected_current: str | EllipsisType | None = ...
+    ) -> Pointer:
+        """Move LIVE back to the version that was live before it, or to ``to``; return the
+        new pointer (``expected_current``: as for ``set_live``).
+
+        The pointer keeps a history of the versions that were live, newest first, so
+        repeated rollbacks walk back through it. Rolling back to a version of the history
+        drops it and the entries newer than it; ``to`` a stored version that never was live
+        (in the history) moves forward to it, remembering the current one, so a rollback
+        afterwards returns here. The CLI's ``rollback`` and the admin API's
+        ``PUT /v1/models/live`` are both this.
+        """
+        current, etag = self._read_live()
+        if current is None:
+            raise ModelNotFound(f"no LIVE model in {self.uri}: nothing to roll back")
+        _check_expected(current, expected_current, self.uri)
+        target = check_version(to) if to is not None else current.previous
+        if target is None:
+            raise LiveConflict(
+                f"LIVE version {current.version} in {self.uri} has no previous version; "
+                "name the version to roll back to"
+            )
+        if target == current.version:
+            raise LiveConflict(f"version {target} is already live in {self.uri}")
+        if target in current.history:
+            history = current.history[current.history.index(target) + 1 :]
+        else:
+            history = (current.version, *current.history)
+        return self._write_live(target, history, etag)
+
+    def _write_live(self, version: str, history: tuple[str, ...], etag: str | None) -> Pointer:
+        """Write LIVE -> ``version`` if LIVE still has ``etag`` (no LIVE yet: ``None``)."""
+        history = tuple(item for item in history if item != version)[:MAX_HISTORY]
         pointer = Pointer(
             version=version,
             key=self.key(version, TARBALL),
             sha256=self._tarball_sha256(version),
             updated_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            previous=current_version,
+            previous=history[0] if history else None,
+            history=history,
         )
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         try:
@@ -192,38 +239,26 @@ class ModelStore:
             ) from None
         return pointer
 
-    def rollback(self, to: str | None = None) -> Pointer:
-        """Move LIVE to ``to``, or back to the pointer's ``previous``; return the new pointer.
-
-        The new pointer's ``previous`` is the version rolled back from, so a second
-        ``rollback()`` undoes the first.
-        """
-        current = self.live()
-        if current is None:
-            raise ModelNotFound(f"no LIVE model in {self.uri}: nothing to roll back")
-        target = to if to is not None else current.previous
-        if target is None:
-            raise LiveConflict(
-                f"LIVE version {current.version} in {self.uri} has no previous version; "
-                "name the version to roll back to"
-            )
-        if target == current.version:
-            raise LiveConflict(f"version {target} is already live in {self.uri}")
-        return self.set_live(target, expected_current=current.version)
-
     # -- reading ------------------------------------------------------------------------
 
-    def versions(self) -> list[VersionInfo]:
-        """Every complete version (its manifest copy exists), oldest first."""
+    def versions(self, limit: int | None = None) -> list[VersionInfo]:
+        """Every complete version (its manifest copy exists), oldest first; with ``limit``,
+        only the ``limit`` stored last (by their manifest copies' upload time), so the number
+        of manifests read stays bounded however many versions the store holds."""
         base = self.key("")
-        infos = []
-        for key in self._list_keys(base):
-            version, _, name = key.removeprefix(base).partition("/")
+        stored = []
+        for item in self._list_objects(base):
+            version, _, name = item["Key"].removeprefix(base).partition("/")
             if name == MANIFEST and is_version(version):
-                manifest = self.manifest(version)
-                infos.append(
-                    VersionInfo(version, manifest.get("created_at"), manifest.get("metrics") or {})
-                )
+                stored.append((item["LastModified"], version))
+        if limit is not None:
+            stored = sorted(stored, reverse=True)[:limit]
+        infos = []
+        for _, version in stored:
+            manifest = self.manifest(version)
+            infos.append(
+                VersionInfo(version, manifest.get("created_at"), manifest.get("metrics") or {})
+            )
         return sorted(infos, key=lambda info: (info.created_at or "", info.version))
 
     def manifest(self, version: str) -> dict[str, Any]:
@@ -309,11 +344,19 @@ class ModelStore:
         return _parse_pointer(response["Body"].read(), f"{self.uri}/{LIVE}"), response["ETag"]
 
     def _tarball_sha256(self, version: str) -> str:
+        """From the manifest copy's metadata, or for versions stored before it carried the
+        sha256, from the tarball's own."""
         try:
-            head = self._read("head_object", self.key(version, TARBALL))
+            head = self._read("head_object", self.key(version, MANIFEST))
+            sha256 = head.get("Metadata", {}).get(TARBALL_SHA256, "")
         except ObjectMissing:
-            raise ModelNotFound(f"version {version} not found in {self.uri}") from None
-        sha256 = head.get("Metadata", {}).get("sha256", "")
+            sha256 = ""  # an upload interrupted before its manifest copy
+        if not sha256:
+            try:
+                head = self._read("head_object", self.key(version, TARBALL))
+            except ObjectMissing:
+                raise ModelNotFound(f"version {version} not found in {self.uri}") from None
+            sha256 = head.get("Metadata", {}).get("sha256", "")
         if not _SHA256_RE.fullmatch(sha256):
             raise ArtifactError(
                 f"version {version} in {self.uri} has no sha256 metadata; "
@@ -362,27 +405,36 @@ class ModelStore:
         # Keys sort lexicographically: the key itself, if present, precedes every longer one.
         return any(item["Key"] == key for item in page.get("Contents", []))
 
-    def _list_keys(self, prefix: str) -> Iterator[str]:
+    def _list_objects(self, prefix: str) -> Iterator[dict[str, Any]]:
         paginator = self.s3.get_paginator("list_objects_v2")
         with s3_errors(self.bucket, prefix):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    yield item["Key"]
+                yield from page.get("Contents", [])
 
     def _request(self, operation: str, key: str, **kwargs: Any) -> dict[str, Any]:
         with s3_errors(self.bucket, key):
             return getattr(self.s3, operation)(Bucket=self.bucket, Key=key, **kwargs)
 
 
+def _check_expected(current: Pointer | None, expected: str | EllipsisType | None, uri: str) -> None:
+    current_version = current.version if current else None
+    if expected is not ... and expected != current_version:
+        raise LiveConflict(f"LIVE in {uri} is {current_version!r}, expected {expected!r}")
+
+
 def _parse_pointer(raw: bytes, uri: str) -> Pointer:
     try:
         data = json.loads(raw)
+        previous = data.get("previous")
+        # Pointers written before the history existed know only their previous version.
+        history = data.get("history", [previous] if previous else [])
         pointer = Pointer(
             version=data["version"],
             key=data["key"],
             sha256=data["sha256"],
             updated_at=data["updated_at"],
-            previous=data.get("previous"),
+            previous=previous,
+            history=tuple(history),
         )
     except (ValueError, TypeError, KeyError, AttributeError):
         raise ArtifactError(f"LIVE pointer {uri} is not valid pointer JSON") from None
@@ -392,6 +444,9 @@ def _parse_pointer(raw: bytes, uri: str) -> Pointer:
         and isinstance(pointer.sha256, str)
         and _SHA256_RE.fullmatch(pointer.sha256) is not None
         and (pointer.previous is None or is_version(pointer.previous))
+        and isinstance(history, list)
+        and all(isinstance(item, str) and is_version(item) for item in pointer.history)
+        and pointer.previous == (pointer.history[0] if pointer.history else None)
     )
     if not valid:
         raise ArtifactError(f"LIVE pointer {uri} has an invalid version, key or sha256")

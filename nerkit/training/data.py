@@ -48,21 +48,11 @@ from itertools import pairwise
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from nerkit.dataset_formats import EXTENSIONS, FORMATS
 from nerkit.labels import OUTSIDE, Span, split_tag, tags_to_spans, to_bio2
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("conll", "csv", "jsonl", "zip")
-EXTENSIONS = {
-    ".txt": "conll",
-    ".conll": "conll",
-    ".bio": "conll",
-    ".iob": "conll",
-    ".csv": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".zip": "zip",
-}
 DOCSTART = "-DOCSTART-"
 # Members are read into memory; the declared size bounds what zipfile will inflate.
 MAX_ZIP_MEMBER_BYTES = 2 << 30

@@ -193,6 +193,8 @@ def _method_paths(raw: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def test_api_key_is_required_on_ner_routes_only(raw: dict[str, Any]) -> None:
+    from infra.admin import ADMIN_ROUTES
+
     methods = _method_paths(raw)
 
     assert set(methods) == {
@@ -202,6 +204,8 @@ def test_api_key_is_required_on_ner_routes_only(raw: dict[str, Any]) -> None:
         ("GET", "/health"),
         ("GET", "/ready"),
         ("GET", "/"),
+        # Keyed too (tests/infra/test_admin_stack.py).
+        *((method, f"/{path}") for method, path in ADMIN_ROUTES),
     }
     for key in [
         ("POST", "/v1/entities"),
@@ -232,8 +236,8 @@ def test_usage_plan_throttles_and_quota_with_a_key(raw: dict[str, Any], template
             "ApiStages": [Match.object_like({"Stage": Match.any_value()})],
         },
     )
-    template.resource_count_is("AWS::ApiGateway::ApiKey", 1)
-    _, link = only(raw, "AWS::ApiGateway::UsagePlanKey", "Serving")
+    template.resource_count_is("AWS::ApiGateway::ApiKey", 2)  # the client key and the admin's
+    _, link = only(raw, "AWS::ApiGateway::UsagePlanKey", "ServingApiUsagePlan")
     assert link["Properties"]["KeyType"] == "API_KEY"
 
 
@@ -656,8 +660,9 @@ def test_only_the_api_gateway_logging_role_uses_a_managed_policy(raw: dict[str, 
 
 def test_every_log_group_has_a_retention(raw: dict[str, Any]) -> None:
     groups = resources(raw, "AWS::Logs::LogGroup")
-    # function, access, execution, gate, state machine; bulk: three functions, state machine
-    assert len(groups) == 9
+    # function, access, execution, gate, state machine, admin; bulk: three functions, state
+    # machine
+    assert len(groups) == 10
     # SageMaker's account-wide group is left alone unless manage_sagemaker_log_group.
     assert not [
         g

@@ -141,6 +141,10 @@ def test_default_job_name_is_a_valid_sagemaker_name() -> None:
          "unknown channel"),
         ({"job_name": "other-team-run"}, "must start with"),
         ({"job_name": "nerkit-prod-bad_name"}, "job name"),
+        ({"hyperparameters": {"k" * 257: "1"}}, "exceeds SageMaker's size limits"),
+        ({"hyperparameters": {"epochs": "9" * 2501}}, "exceeds SageMaker's size limits"),
+        ({"hyperparameters": {f"h{i}": "1" for i in range(101)}}, "at most 100"),
+        ({"hyperparameters": {" ": "1"}}, "empty name"),
     ],
 )  # fmt: skip
 def test_build_input_refuses_what_would_fail_later(kwargs: dict[str, Any], message: str) -> None:

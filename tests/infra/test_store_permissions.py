@@ -328,3 +328,32 @@ def _sagemaker_tarball(tmp_path: Path, version: str, *, f1: float) -> Path:
         for path in sorted(model_dir.iterdir()):
             tar.add(path, arcname=path.name)
     return tarball
+
+
+def test_the_admin_role_lists_versions_and_moves_live_but_reads_no_tarball(
+    role_client: Callable[[str], Any],
+    admin: Any,
+    prefix: str,
+    tiny_artifact_dir: Path,
+    tmp_path: Path,
+) -> None:
+    deployer = ModelStore(BUCKET, prefix, admin)
+    for version in ("v1", "v2", "v3"):
+        deployer.set_live(deployer.upload(_packed(tiny_artifact_dir, tmp_path, version)))
+    client = role_client("AdminFunctionRole")
+    store = ModelStore(BUCKET, prefix, client)
+
+    assert [info.version for info in store.versions()] == ["v1", "v2", "v3"]
+    assert store.rollback().version == "v2"  # what PUT /v1/models/live does
+    assert store.rollback().version == "v1"
+    assert deployer.live().version == "v1"  # type: ignore[union-attr]
+    client.put_object(Bucket=BUCKET, Key="datasets/mine/train/a.conll", Body=b"x")
+    for denied in (
+        lambda: client.get_object(Bucket=BUCKET, Key=f"{prefix}/v1/model.tar.gz"),
+        lambda: client.put_object(Bucket=BUCKET, Key=f"{prefix}/v9/model.tar.gz", Body=b"x"),
+        lambda: client.put_object(Bucket=BUCKET, Key="training/x/output/model.tar.gz", Body=b"x"),
+        lambda: client.get_object(Bucket=BUCKET, Key="datasets/mine/train/a.conll"),
+    ):
+        with pytest.raises(ClientError) as refused:
+            denied()
+        assert _code(refused) == "AccessDenied"

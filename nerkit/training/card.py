@@ -62,7 +62,9 @@ def render(manifest: dict[str, Any], confusion: dict[str, dict[str, int]]) -> st
         *[
             f"| {name} | {info['sentences']} | `{info['sha256'][:16]}` |"
             for name, info in manifest.get("data", {}).items()
+            if name != "split"
         ],
+        *_split_lines(manifest.get("data", {}).get("split")),
         "",
         "## Metrics",
         "",
@@ -109,6 +111,19 @@ def render(manifest: dict[str, Any], confusion: dict[str, dict[str, int]]) -> st
         "",
     ]
     return "\n".join(lines)
+
+
+def _split_lines(split: dict[str, Any] | None) -> list[str]:
+    if not split:
+        return []
+    fractions = ", ".join(
+        f"{name} {value:g}" for name, value in split["fractions"].items() if value
+    )
+    return [
+        "",
+        f"Validation{' and test' if split['fractions'].get('test') else ''} held out of the "
+        f"train input ({fractions}), by {split['unit']}, seed {split['seed']}.",
+    ]
 
 
 def _confusion_table(confusion: dict[str, dict[str, int]]) -> list[str]:

@@ -30,6 +30,7 @@ from nerkit.publish import publish
 from nerkit.store import ModelStore, new_s3_client, open_source, parse_s3_uri
 from nerkit.training.data import load_examples
 from nerkit.training.served import engine_scores, join_documents
+from nerkit.training.split import add_split_arguments, split_arguments_as_hyperparameters
 
 log = logging.getLogger("nerkit.train")
 
@@ -68,8 +69,11 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model (the SageMaker entrypoint, locally)")
     train.add_argument("--train", required=True, help="file, directory or s3:// prefix")
-    train.add_argument("--validation", required=True, help="file, directory or s3:// prefix")
+    train.add_argument(
+        "--validation", help="file, directory or s3:// prefix (or --split to hold out of --train)"
+    )
     train.add_argument("--test", help="file, directory or s3:// prefix")
+    add_split_arguments(train)
     train.add_argument("--out", required=True, type=Path, help="where model.tar.gz goes")
     train.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE")
     train.add_argument("--work", type=Path, help="job directory (kept; enables resume)")
@@ -105,7 +109,7 @@ def _publish_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    hyperparameters = _parse_hp(args.hp)
+    hyperparameters = {**_parse_hp(args.hp), **split_arguments_as_hyperparameters(args)}
     work = args.work or Path(tempfile.mkdtemp(prefix="nerkit-train-"))
     channels = {"train": args.train, "validation": args.validation, "test": args.test}
     tar_path = run_local_job(work, channels, hyperparameters, args.out)

@@ -41,6 +41,10 @@ class Hyperparameters(BaseModel):
     entity_types: str = ""  # comma-separated; empty = from the training data
     label_map: str = ""  # JSON object renaming entity types, e.g. {"geo": "LOC"}
     data_format: str = ""  # conll | csv | jsonl; empty = detect
+    # Without a validation channel: hold out these fractions of train (nerkit.training.split).
+    validation_split: float = 0.0
+    test_split: float = 0.0
+    max_sentences: int = 0  # > 0: only the first N sentences of each channel (quick trials)
     name: str = "ner"
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
@@ -63,6 +67,12 @@ class Hyperparameters(BaseModel):
             "quantize must be int8 or none": self.quantize in ("int8", "none"),
             "label_smoothing must be in [0, 1)": 0 <= self.label_smoothing < 1,
             "transition_weight must be >= 0": self.transition_weight >= 0,
+            "validation_split must be in [0, 1)": 0 <= self.validation_split < 1,
+            "test_split must be in [0, 1)": 0 <= self.test_split < 1,
+            "validation_split + test_split must be < 1": self.validation_split + self.test_split
+            < 1,
+            "test_split needs validation_split": self.test_split == 0 or self.validation_split > 0,
+            "max_sentences must be >= 0": self.max_sentences >= 0,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:

@@ -75,8 +75,11 @@ def build_manifest(
     served: dict[str, Any],
     result: TrainResult,
     data: dict[str, list[Example]],
+    *,
+    split: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The released model's manifest; ``served`` are its metrics through the engine."""
+    """The released model's manifest; ``served`` are its metrics through the engine;
+    ``split``: how validation/test were held out of the train input (``data.split``)."""
     now = datetime.now(UTC)
     return {
         "name": hp.name,
@@ -98,9 +101,12 @@ def build_manifest(
         "hyperparameters": hp.as_strings(),
         "training": {"seconds": round(result.train_seconds, 1), "hardware": _hardware()},
         "data": {
-            name: {"sentences": len(examples), "sha256": fingerprint(examples)}
-            for name, examples in data.items()
-            if examples
+            **{
+                name: {"sentences": len(examples), "sha256": fingerprint(examples)}
+                for name, examples in data.items()
+                if examples
+            },
+            **({"split": split} if split else {}),
         },
         "software": {pkg: metadata.version(pkg) for pkg in SOFTWARE},
     }

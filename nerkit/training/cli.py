@@ -20,6 +20,7 @@ import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from nerkit import artifact
 from nerkit.decoding import AGGREGATIONS, DECODINGS
@@ -28,7 +29,8 @@ from nerkit.errors import ModelError
 from nerkit.exit_codes import ExitCode
 from nerkit.publish import publish
 from nerkit.store import ModelStore, new_s3_client, open_source, parse_s3_uri
-from nerkit.training.data import load_examples
+from nerkit.training.data import Example, entity_types, load_examples
+from nerkit.training.hyperparameters import parse_label_map
 from nerkit.training.served import engine_scores, join_documents
 from nerkit.training.split import add_split_arguments, split_arguments_as_hyperparameters
 
@@ -92,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--aggregation", default="simple", choices=AGGREGATIONS)
     evaluate.add_argument("--decoding", default="viterbi", choices=DECODINGS)
     evaluate.add_argument("--documents", action="store_true", help="whole documents as one text")
+    evaluate.add_argument(
+        "--label-map",
+        metavar="JSON",
+        help='rename the data\'s entity types ("O" drops one), e.g. \'{"geo": "LOC"}\' '
+        "(default: the label_map the model was trained with)",
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
     return parser
@@ -192,14 +200,55 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="nerkit-eval-") as cache:
         loaded = open_source(str(args.model), Path(cache)).fetch()
         engine = NerEngine.load(loaded.path, threads=os.cpu_count() or 1)
-        examples = load_examples(args.data)
+        label_map = _evaluation_label_map(args.label_map, loaded.manifest)
+        examples = load_examples(args.data, label_map=label_map)
+        _check_types_overlap(_model_types(loaded.manifest), examples, label_map)
         if args.documents:
             examples = join_documents(examples)
         scores = engine_scores(
             engine, examples, aggregation=args.aggregation, decoding=args.decoding
         )
-    print(json.dumps({"model": loaded.version, "data": str(args.data), **scores}, indent=2))
+    report = {"model": loaded.version, "data": str(args.data), "label_map": label_map}
+    print(json.dumps({**report, **scores}, indent=2))
     return ExitCode.OK
+
+
+def _evaluation_label_map(given: str | None, manifest: dict[str, Any]) -> dict[str, str] | None:
+    """``--label-map``, else the one the model was trained with (its manifest's)."""
+    if given is not None:
+        return parse_label_map(given)
+    trained_with = manifest.get("hyperparameters", {}).get("label_map", "")
+    mapping = parse_label_map(trained_with)
+    if mapping:
+        log.info("gold types renamed with the model's label_map: %s", trained_with)
+    return mapping
+
+
+def _model_types(manifest: dict[str, Any]) -> set[str]:
+    return {label[2:] for label in manifest["labels"] if label != "O"}
+
+
+def _check_types_overlap(
+    model_types: set[str], examples: list[Example], label_map: dict[str, str] | None
+) -> None:
+    """Refuse a score that could only be 0 (no type in common); warn on gold types the
+    model never predicts (each of their entities counts as missed)."""
+    gold_types = set(entity_types(examples))
+    if gold_types and not gold_types & model_types:
+        raise ValueError(
+            f"the data's entity types ({', '.join(sorted(gold_types))}) and the model's "
+            f"({', '.join(sorted(model_types))}) have none in common"
+            f"{' after label_map ' + json.dumps(label_map) if label_map else ''}; rename the "
+            """data's types with --label-map '{"geo": "LOC", ...}'"""
+        )
+    unknown = sorted(gold_types - model_types)
+    if unknown:
+        log.warning(
+            "the model does not predict %s: their gold entities count as missed "
+            '(rename or drop them with --label-map, e.g. \'{"%s": "O"}\')',
+            ", ".join(unknown),
+            unknown[0],
+        )
 
 
 def _publish_and_report(tar_path: Path, args: argparse.Namespace) -> int:

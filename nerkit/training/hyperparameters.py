@@ -77,8 +77,7 @@ class Hyperparameters(BaseModel):
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
             raise ValueError("; ".join(failed))
-        if self.label_map and not isinstance(json.loads(self.label_map), dict):
-            raise ValueError("label_map must be a JSON object")
+        parse_label_map(self.label_map)
         return self
 
     @property
@@ -88,10 +87,32 @@ class Hyperparameters(BaseModel):
 
     @property
     def label_mapping(self) -> dict[str, str] | None:
-        return json.loads(self.label_map) if self.label_map else None
+        return parse_label_map(self.label_map)
 
     def as_strings(self) -> dict[str, str]:
         return {name: str(value) for name, value in self.model_dump().items()}
+
+
+def parse_label_map(text: str) -> dict[str, str] | None:
+    """The ``label_map`` hyperparameter (``None`` when empty); a ``ValueError`` naming it."""
+    if not text.strip():
+        return None
+    example = 'such as {"geo": "LOC", "per": "PER"}'
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"label_map is not valid JSON ({exc.msg} at column {exc.colno}): {text!r}; "
+            f"give a JSON object {example}"
+        ) from None
+    if not isinstance(mapping, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) and value
+        for key, value in mapping.items()
+    ):
+        raise ValueError(
+            f"label_map must be a JSON object of type names {example}, got {text!r}"
+        )
+    return mapping
 
 
 def _explain(exc: ValidationError) -> str:

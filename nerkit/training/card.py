@@ -49,7 +49,8 @@ def render(manifest: dict[str, Any], confusion: dict[str, dict[str, int]]) -> st
         f"- Labels: {', '.join(manifest['labels'])}",
         f"- Casing features: {manifest.get('casing') or 'none'}; "
         f"max sequence length {manifest['max_seq_length']} tokens",
-        f"- Served weights: ONNX, quantization `{manifest.get('quantization', 'none')}`",
+        f"- Served weights: ONNX, quantization `{manifest.get('quantization', 'none')}`"
+        + _quantization_reason(manifest),
         f"- Decoding (API default): {_decoding(manifest)}",
         f"- Created: {manifest.get('created_at', '')}; training took "
         f"{manifest.get('training', {}).get('seconds', '?')} s on "
@@ -111,6 +112,11 @@ def render(manifest: dict[str, Any], confusion: dict[str, dict[str, int]]) -> st
         "",
     ]
     return "\n".join(lines)
+
+
+def _quantization_reason(manifest: dict[str, Any]) -> str:
+    choice = manifest.get("quantization_choice")
+    return f" ({choice['reason']})" if choice else ""
 
 
 def _split_lines(split: dict[str, Any] | None) -> list[str]:

@@ -118,13 +118,42 @@ def _publish_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     hyperparameters = {**_parse_hp(args.hp), **split_arguments_as_hyperparameters(args)}
-    work = args.work or Path(tempfile.mkdtemp(prefix="nerkit-train-"))
     channels = {"train": args.train, "validation": args.validation, "test": args.test}
-    tar_path = run_local_job(work, channels, hyperparameters, args.out)
-    print(json.dumps({"model": str(tar_path), "work": str(work)}))
+    if args.work:
+        tar_path = run_local_job(args.work, channels, hyperparameters, args.out)
+        log.info(
+            "work directory %s kept (%s: checkpoints to resume or extend this run); delete it "
+            "when done",
+            args.work,
+            _megabytes(_tree_bytes(args.work)),
+        )
+        work: str | None = str(args.work)
+    else:
+        # Without --work nothing is kept: the job directory (checkpoints of hundreds of MB)
+        # goes whether the run succeeds or fails.
+        with tempfile.TemporaryDirectory(prefix="nerkit-train-") as temporary:
+            tar_path = run_local_job(Path(temporary), channels, hyperparameters, args.out)
+        work = None
+    print(
+        json.dumps(
+            {
+                "model": str(tar_path),
+                "bytes": tar_path.stat().st_size,
+                "work": work,
+            }
+        )
+    )
     if args.uri:
         return _publish_and_report(tar_path, args)
     return ExitCode.OK
+
+
+def _tree_bytes(directory: Path) -> int:
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
 
 
 def cmd_train_default(args: argparse.Namespace) -> int:
@@ -164,6 +193,15 @@ def run_local_job(
     for extra in sorted(paths.output_data.glob("*")):
         if extra.suffix in (".md", ".png"):
             shutil.copy(extra, out / extra.name)
+    manifest = artifact.read_manifest(paths.model_dir)
+    log.info(
+        "model: %s (%s), validation F1 %.4f, quantization %s: %s",
+        tar_path,
+        _megabytes(tar_path.stat().st_size),
+        manifest["metrics"]["validation"]["f1"],
+        manifest["quantization"],
+        manifest["quantization_choice"]["reason"],
+    )
     return tar_path
 
 

@@ -106,12 +106,9 @@ def parse_label_map(text: str) -> dict[str, str] | None:
             f"give a JSON object {example}"
         ) from None
     if not isinstance(mapping, dict) or not all(
-        isinstance(key, str) and isinstance(value, str) and value
-        for key, value in mapping.items()
+        isinstance(key, str) and isinstance(value, str) and value for key, value in mapping.items()
     ):
-        raise ValueError(
-            f"label_map must be a JSON object of type names {example}, got {text!r}"
-        )
+        raise ValueError(f"label_map must be a JSON object of type names {example}, got {text!r}")
     return mapping
 
 

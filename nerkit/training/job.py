@@ -150,7 +150,7 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
         manifest = build_manifest(
             hp,
             base_dir,
-            choice.chosen.quantization,
+            choice.record(),
             served,
             result,
             {"train": data.train, "validation": data.validation, "test": data.test},
@@ -170,8 +170,7 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
         )
         (paths.output_data / "metrics.json").write_text(json.dumps(final["metrics"], indent=2))
         log.info(
-            "artifact written to %s: validation F1 %.4f (%s)",
-            paths.model_dir,
+            "model written: validation F1 %.4f, quantization %s",
             final["metrics"]["validation"]["f1"],
             choice.chosen.quantization,
         )

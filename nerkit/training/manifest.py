@@ -71,14 +71,15 @@ def untrained_manifest(
 def build_manifest(
     hp: Hyperparameters,
     base_dir: Path,
-    quantization: str,
+    quantization_choice: dict[str, Any],
     served: dict[str, Any],
     result: TrainResult,
     data: dict[str, list[Example]],
     *,
     split: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The released model's manifest; ``served`` are its metrics through the engine;
+    """The released model's manifest; ``quantization_choice``: what export kept and why
+    (``Choice.record``); ``served`` are its metrics through the engine;
     ``split``: how validation/test were held out of the train input (``data.split``)."""
     now = datetime.now(UTC)
     return {
@@ -88,7 +89,8 @@ def build_manifest(
         "created_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "base_model": describe_base_model(hp.base_model),
         **result_serving_fields(hp, result),
-        "quantization": quantization,
+        "quantization": quantization_choice["chosen"],
+        "quantization_choice": quantization_choice,
         "metrics": {
             **served,
             "evaluation": EVALUATION,

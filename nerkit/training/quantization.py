@@ -50,8 +50,24 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Choice:
+    """The artifact kept, the fp32 reference, every int8 variant tried, and why."""
+
     chosen: Candidate
     fp32: Candidate
+    tried: tuple[Candidate, ...]
+    reason: str
+
+    def record(self) -> dict[str, Any]:
+        """The manifest's ``quantization_choice``: what was kept, why, and what was measured."""
+        return {
+            "chosen": self.chosen.quantization,
+            "reason": self.reason,
+            "max_f1_loss": MAX_QUANTIZATION_F1_LOSS,
+            "validation_f1": {
+                candidate.quantization: candidate.scores["f1"]
+                for candidate in (self.fp32, *self.tried)
+            },
+        }
 
 
 def export_and_choose(
@@ -81,22 +97,36 @@ def export_and_choose(
         return Candidate(directory, quantization, engine_scores(_engine(directory), validation))
 
     fp32 = candidate(fp32_onnx, "none")
-    if hp.quantize == "int8":
-        for quantization, embeddings in INT8_VARIANTS:
-            int8_onnx = work / f"model.{quantization}.onnx"
-            quantize_int8(fp32_onnx, int8_onnx, quantize_embeddings=embeddings)
-            int8 = candidate(int8_onnx, quantization)
-            loss = fp32.scores["f1"] - int8.scores["f1"]
-            log.info(
-                "%s: validation F1 %.4f (fp32 %.4f, loss %.4f)",
-                quantization,
-                int8.scores["f1"],
-                fp32.scores["f1"],
-                loss,
+    if hp.quantize != "int8":
+        return _chosen(Choice(fp32, fp32, (), "fp32 as asked (quantize=none)"))
+    tried: list[Candidate] = []
+    for quantization, embeddings in INT8_VARIANTS:
+        int8_onnx = work / f"model.{quantization}.onnx"
+        quantize_int8(fp32_onnx, int8_onnx, quantize_embeddings=embeddings)
+        int8 = candidate(int8_onnx, quantization)
+        tried.append(int8)
+        loss = fp32.scores["f1"] - int8.scores["f1"]
+        if loss <= MAX_QUANTIZATION_F1_LOSS:
+            reason = (
+                f"{quantization}: validation F1 {int8.scores['f1']:.4f} against fp32 "
+                f"{fp32.scores['f1']:.4f}, a loss of {loss:.4f} within the "
+                f"{MAX_QUANTIZATION_F1_LOSS} allowed"
             )
-            if loss <= MAX_QUANTIZATION_F1_LOSS:
-                return Choice(chosen=int8, fp32=fp32)
-    return Choice(chosen=fp32, fp32=fp32)
+            return _chosen(Choice(int8, fp32, tuple(tried), reason))
+    losses = ", ".join(f"{c.quantization} {fp32.scores['f1'] - c.scores['f1']:.4f}" for c in tried)
+    reason = (
+        f"fp32 kept, about 4x larger, because int8 lost more validation F1 than the "
+        f"{MAX_QUANTIZATION_F1_LOSS} allowed (fp32 {fp32.scores['f1']:.4f}; loss: {losses})"
+    )
+    return _chosen(Choice(fp32, fp32, tuple(tried), reason))
+
+
+def _chosen(choice: Choice) -> Choice:
+    if choice.chosen is choice.fp32 and choice.tried:
+        log.warning("quantization: %s", choice.reason)
+    else:
+        log.info("quantization: %s", choice.reason)
+    return choice
 
 
 def _export_fp32(result: TrainResult, hp: Hyperparameters, work: Path) -> Path:

@@ -1,0 +1,117 @@
+"""What ``nerkit-train train`` tells its user and leaves behind: the quantization chosen and
+why (output, manifest, card), the work directory (kept and sized, or removed), and channel
+errors that name the user's file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from nerkit import artifact
+from nerkit.exit_codes import ExitCode
+from nerkit.training import cli, quantization
+
+CONLL = "\n\n".join(
+    f"-DOCSTART- O\n\n{name} B-PER\nvisited O\n{city} B-LOC\n. O\n\n"
+    f"{org} B-ORG\nhired O\n{name} B-PER\n. O"
+    for name, city, org in [
+        ("Ann", "Paris", "Acme"),
+        ("Bob", "Rome", "Initech"),
+        ("Cleo", "Oslo", "Globex"),
+        ("Dan", "Lima", "Umbrella"),
+        ("Eve", "Kyiv", "Hooli"),
+        ("Finn", "Bern", "Stark"),
+    ]
+)
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    path = tmp_path / "mine.txt"
+    path.write_text(CONLL + "\n")
+    return path
+
+
+@pytest.fixture
+def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The temporary directories of this test's runs, to see what a run leaves behind."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def _train(data: Path, out: Path, model: Path, *extra: str) -> int:
+    return cli.main(
+        [
+            "train",
+            "--train", str(data),
+            "--split", "0.34",
+            "--out", str(out),
+            "--hp", f"base_model={model}",
+            "--hp", "epochs=1",
+            "--hp", "max_seq_length=32",
+            *extra,
+        ]
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_int8_fallback_is_said_in_output_manifest_and_card(
+    tmp_path: Path,
+    data: Path,
+    temp_root: Path,
+    tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # No int8 variant can be within a negative budget: export must fall back to fp32.
+    monkeypatch.setattr(quantization, "MAX_QUANTIZATION_F1_LOSS", -1.0)
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        assert _train(data, out, tiny_model_dir) == ExitCode.OK
+
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["model"] == str(out / "model.tar.gz")
+    assert report["work"] is None
+    manifest = artifact.extract(out / "model.tar.gz", tmp_path / "model")
+    choice = manifest["quantization_choice"]
+    assert manifest["quantization"] == choice["chosen"] == "none"
+    assert set(choice["validation_f1"]) == {"none", "int8", "int8-no-embeddings"}
+    assert choice["reason"].startswith("fp32 kept, about 4x larger, because int8 lost more")
+    assert choice["reason"] in (out / "MODEL_CARD.md").read_text()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"quantization: {choice['reason']}" in warnings
+    assert f"model: {out / 'model.tar.gz'} (" in caplog.text
+    # Without --work, nothing of the run is left in the temporary directory.
+    assert list(temp_root.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_kept_work_directory_is_named_with_its_size(
+    tmp_path: Path, data: Path, tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    work = tmp_path / "work"
+    with caplog.at_level(logging.INFO):
+        code = _train(data, tmp_path / "out", tiny_model_dir, "--work", str(work), "--hp",
+                      "quantize=none")  # fmt: skip
+    assert code == ExitCode.OK
+    assert f"work directory {work} kept (" in caplog.text
+    assert "MB: checkpoints to resume or extend this run); delete it when done" in caplog.text
+    manifest = artifact.read_manifest(work / "model")
+    assert manifest["quantization_choice"]["reason"] == "fp32 as asked (quantize=none)"
+
+
+def test_failed_run_leaves_no_temporary_directory(
+    tmp_path: Path, temp_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    assert _train(empty, tmp_path / "out", tmp_path) == ExitCode.ERROR
+    assert list(temp_root.iterdir()) == []
+    assert "empty.txt" in capsys.readouterr().err

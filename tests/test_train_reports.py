@@ -14,6 +14,7 @@ import pytest
 from nerkit import artifact
 from nerkit.exit_codes import ExitCode
 from nerkit.training import cli, quantization
+from nerkit.training.data import DataError, load_examples
 
 CONLL = "\n\n".join(
     f"-DOCSTART- O\n\n{name} B-PER\nvisited O\n{city} B-LOC\n. O\n\n"
@@ -115,3 +116,38 @@ def test_failed_run_leaves_no_temporary_directory(
     assert _train(empty, tmp_path / "out", tmp_path) == ExitCode.ERROR
     assert list(temp_root.iterdir()) == []
     assert "empty.txt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("scan.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8),
+        ("data.csv", bytes((7 * i + 3) % 256 for i in range(4000)).replace(b"\x00", b"\x01")),
+        ("notes.jsonl", b"\x1f\x8b\x08\x00" + bytes(range(1, 256)) * 4),
+    ],
+)
+def test_binary_files_are_refused_as_binary(tmp_path: Path, name: str, content: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError) as refused:
+        load_examples(path)
+    message = str(refused.value)
+    assert message.startswith(f"{name}: looks binary, not a text data file")
+    assert len(message) < 200
+
+
+def test_latin1_text_is_not_taken_for_binary(tmp_path: Path) -> None:
+    path = tmp_path / "ner.csv"
+    path.write_bytes("Sentence #,Word,POS,Tag\nSentence: 1,Café,NN,B-org\n".encode("latin-1"))
+    assert [ex.text for ex in load_examples(path)] == ["Café"]
+
+
+def test_channel_errors_name_the_users_path(
+    tmp_path: Path, temp_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "mine.tsv"
+    data.write_text("Ann\tB-PER\n")
+    assert _train(data, tmp_path / "out", tmp_path) == ExitCode.ERROR
+    err = capsys.readouterr().err
+    assert f"error: --train {data}: no data files in the channel" in err
+    assert str(temp_root) not in err

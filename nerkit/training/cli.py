@@ -29,7 +29,7 @@ from nerkit.errors import ModelError
 from nerkit.exit_codes import ExitCode
 from nerkit.publish import publish
 from nerkit.store import ModelStore, new_s3_client, open_source, parse_s3_uri
-from nerkit.training.data import Example, entity_types, load_examples
+from nerkit.training.data import DataError, Example, entity_types, load_examples
 from nerkit.training.hyperparameters import parse_label_map
 from nerkit.training.served import engine_scores, join_documents
 from nerkit.training.split import add_split_arguments, split_arguments_as_hyperparameters
@@ -186,7 +186,15 @@ def run_local_job(
             _stage_channel(source, paths.channel(name))
     paths.hyperparameters.parent.mkdir(parents=True, exist_ok=True)
     paths.hyperparameters.write_text(json.dumps(hyperparameters, indent=2))
-    run_job(paths)
+    try:
+        run_job(paths)
+    except DataError as exc:
+        # The job names its channel directories; the user knows the paths they gave.
+        message = str(exc)
+        for name, source in channels.items():
+            if source:
+                message = message.replace(str(paths.channel(name)), f"--{name} {source}")
+        raise DataError(message) from None
     out.mkdir(parents=True, exist_ok=True)
     tar_path = out / "model.tar.gz"
     artifact.pack(paths.model_dir, tar_path)

@@ -42,11 +42,16 @@ from nerkit import artifact  # noqa: E402
 from nerkit.api.app import create_app  # noqa: E402
 from nerkit.errors import ModelError  # noqa: E402
 from nerkit.store import ModelStore, parse_model_uri  # noqa: E402
+from nerkit.store.local import (  # noqa: E402
+    LOCAL_BUCKET,
+    LOCAL_PREFIX,
+    LOCAL_STORE_URI,
+    announce,
+    use_local_s3,
+)
 
 DEFAULT_ARTIFACT = REPO_ROOT / "models" / "default" / "model.tar.gz"
 HOST = "127.0.0.1"
-BUCKET = "nerkit-local-models"
-PREFIX = "models"
 # moto imports every AWS service model on start; a slow shared machine can take a while.
 STARTUP_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
@@ -191,22 +196,10 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def use_local_s3(endpoint: str) -> None:
-    """Point boto3 (here and in the app) at moto with throwaway credentials, never real ones."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-        os.environ.pop(name, None)
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-
-
 def publish(model: Path, workdir: Path) -> str:
     """Create the bucket, upload the model as a version and make it LIVE; return it."""
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    store = ModelStore(BUCKET, PREFIX)
+    boto3.client("s3").create_bucket(Bucket=LOCAL_BUCKET)
+    store = ModelStore(LOCAL_BUCKET, LOCAL_PREFIX)
     if model.is_dir():
         tarball = workdir / "model.tar.gz"
         artifact.pack(model, tarball)
@@ -260,15 +253,19 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         serve_model_uri(args.model, args.port, workdir)
         return 0
     moto, endpoint = start_moto(workdir / "moto.log")
+    announced: Path | None = None
     try:
         use_local_s3(endpoint)
         version = publish(Path(args.model), workdir)
-        model_uri = f"s3://{BUCKET}/{PREFIX}"
+        announced = announce(args.port, endpoint)
         print(f"Local S3 (moto_server): {endpoint}", flush=True)
-        print(f"Model {version} is LIVE at {model_uri}", flush=True)
-        serve_model_uri(model_uri, args.port, workdir)
+        print(f"Model {version} is LIVE at {LOCAL_STORE_URI}", flush=True)
+        print(f"Manage it: .venv/bin/nerkit-models list --local --port {args.port}", flush=True)
+        serve_model_uri(LOCAL_STORE_URI, args.port, workdir)
     finally:
         with signals_ignored():
+            if announced is not None:
+                announced.unlink(missing_ok=True)
             stop_process(moto)
     return 0
 

@@ -19,6 +19,8 @@ import httpx
 import pytest
 from helpers import FAKE_AWS_ENV, free_port
 
+from nerkit.store.local import announcement
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "scripts" / "run_local.py"
 # Generous: moto and the app import a lot on a shared, busy CI machine.
@@ -120,8 +122,21 @@ def test_run_local_serves_the_s3_model_and_stops_cleanly(
     assert page.headers["content-type"].startswith("text/html")
     assert "v1/entities" in page.text
 
+    # The local store in one step, as the banner says (no AWS settings of the user's).
+    assert any(f"nerkit-models list --local --port {port}" in line for line in output.seen)
+    listing = subprocess.run(
+        [sys.executable, "-m", "nerkit.models_cli", "list", "--local", "--port", str(port)],
+        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        capture_output=True,
+        text=True,
+        timeout=EXIT_WAIT_S,
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert listing.stdout.splitlines()[2].split()[:2] == ["*", "test-1"]
+
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=EXIT_WAIT_S) == 0, "".join(output.seen)
+    assert not announcement(port).exists()
     assert not [pid for pid in moto_pids if process_exists(pid)], "moto_server was left running"
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{moto_endpoint}/moto-api/", timeout=10)

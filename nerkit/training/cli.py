@@ -18,7 +18,6 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from nerkit.decoding import AGGREGATIONS, DECODINGS
 from nerkit.engine import NerEngine
 from nerkit.errors import ModelError
 from nerkit.exit_codes import ExitCode
-from nerkit.publish import publish
+from nerkit.publish import publish, publish_report
 from nerkit.store import ModelStore, new_s3_client, open_source, parse_s3_uri
 from nerkit.training.data import DataError, Example, entity_types, load_examples
 from nerkit.training.hyperparameters import parse_label_map
@@ -302,7 +301,7 @@ def _publish_and_report(tar_path: Path, args: argparse.Namespace) -> int:
     decision, pointer = publish(
         store, tar_path, min_f1=args.min_f1, must_beat_live=args.must_beat_live
     )
-    print(json.dumps({"gate": asdict(decision), "live": asdict(pointer) if pointer else None}))
+    print(json.dumps(publish_report(store, decision, pointer)))
     return ExitCode.OK if decision.passed else ExitCode.GATE_REFUSED
 
 

@@ -102,6 +102,15 @@ def test_kept_work_directory_is_named_with_its_size(
         code = _train(data, tmp_path / "out", tiny_model_dir, "--work", str(work), "--hp",
                       "quantize=none")  # fmt: skip
     assert code == ExitCode.OK
+    # Off a terminal (as under pytest) every stage reports progress in the log.
+    for line in (
+        "epoch 1/1 training: done, ",
+        "validation (torch): done, ",
+        "exporting to ONNX (fp32): done in ",
+        "fusing the transformer graph: done in ",
+        "engine predictions on ",
+    ):
+        assert line in caplog.text
     assert f"work directory {work} kept (" in caplog.text
     assert "MB: checkpoints to resume or extend this run); delete it when done" in caplog.text
     manifest = artifact.read_manifest(work / "model")

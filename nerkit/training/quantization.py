@@ -25,6 +25,7 @@ from nerkit.training.export import (
 )
 from nerkit.training.hyperparameters import Hyperparameters
 from nerkit.training.manifest import result_serving_fields, untrained_manifest
+from nerkit.training.progress import stage
 from nerkit.training.served import engine_scores
 from nerkit.training.train import TrainResult
 
@@ -88,6 +89,7 @@ def export_and_choose(
 
     def candidate(onnx_path: Path, quantization: str) -> Candidate:
         directory = work / f"artifact-{quantization}"
+        log.info("candidate %s: validation through the serving engine", quantization)
         build_artifact(
             directory,
             onnx_path=onnx_path,
@@ -102,7 +104,8 @@ def export_and_choose(
     tried: list[Candidate] = []
     for quantization, embeddings in INT8_VARIANTS:
         int8_onnx = work / f"model.{quantization}.onnx"
-        quantize_int8(fp32_onnx, int8_onnx, quantize_embeddings=embeddings)
+        with stage(f"quantizing to {quantization}"):
+            quantize_int8(fp32_onnx, int8_onnx, quantize_embeddings=embeddings)
         int8 = candidate(int8_onnx, quantization)
         tried.append(int8)
         loss = fp32.scores["f1"] - int8.scores["f1"]
@@ -132,16 +135,19 @@ def _chosen(choice: Choice) -> Choice:
 def _export_fp32(result: TrainResult, hp: Hyperparameters, work: Path) -> Path:
     """The fp32 ONNX graph, fused where ONNX Runtime's BERT patterns apply."""
     exported = work / "model.fp32.onnx"
-    export_onnx(result.model, exported, with_casing=hp.casing)
+    with stage("exporting to ONNX (fp32)"):
+        export_onnx(result.model, exported, with_casing=hp.casing)
     config = result.model.encoder.config
     if config.model_type != "bert":  # the fusions are ONNX Runtime's BERT patterns
         return exported
     fused = work / "model.fused.onnx"
-    ops = fuse_transformer(
-        exported, fused, num_heads=config.num_attention_heads, hidden_size=config.hidden_size
-    )
+    with stage("fusing the transformer graph"):
+        ops = fuse_transformer(
+            exported, fused, num_heads=config.num_attention_heads, hidden_size=config.hidden_size
+        )
     log.info("fused operators: %s", ops)
-    check_onnx(result.model, fused, with_casing=hp.casing)
+    with stage("checking the fused graph against torch"):
+        check_onnx(result.model, fused, with_casing=hp.casing)
     return fused
 
 

@@ -13,6 +13,7 @@ from nerkit.engine import NerEngine
 from nerkit.labels import Span
 from nerkit.metrics import entity_confusion, entity_scores
 from nerkit.training.data import Example
+from nerkit.training.progress import stage
 
 # What the manifest's served metrics mean (recorded next to them).
 EVALUATION = (
@@ -29,7 +30,10 @@ def engine_predictions(
 
     ``options`` (``aggregation``, ``decoding``) default to the engine's, as for API callers.
     """
-    predicted = engine.predict([ex.text for ex in examples], **options)
+    # One call: the engine batches windows of all texts together, and int8 activations are
+    # quantized per batch, so splitting the call for progress would change the scores.
+    with stage(f"engine predictions on {len(examples)} texts"):
+        predicted = engine.predict([ex.text for ex in examples], **options)
     return [[Span(e.start, e.end, e.entity_group) for e in row] for row in predicted]
 
 

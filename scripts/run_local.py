@@ -224,10 +224,11 @@ def announce_when_ready(server: uvicorn.Server, base_url: str) -> None:
 
 def serve(port: int) -> bool:
     """Run the app until a signal; return whether it started at all."""
-    # The app reads MODEL_URI and the rest from the environment, as on Lambda.
+    # The app reads MODEL_URI and the rest from the environment, as on Lambda; its request
+    # log is a short line per request here (LOG_FORMAT=json shows the CloudWatch JSON).
+    os.environ.setdefault("LOG_FORMAT", "text")
     app = create_app()
-    # The app logs every request itself (JSON, as in CloudWatch); uvicorn's access log would
-    # repeat each line.
+    # The app logs every request itself; uvicorn's access log would repeat each line.
     config = uvicorn.Config(app, host=HOST, port=port, log_level="info", access_log=False)
     server = uvicorn.Server(config)
     base_url = f"http://{HOST}:{port}/"

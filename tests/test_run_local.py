@@ -117,6 +117,11 @@ def test_run_local_serves_the_s3_model_and_stops_cleanly(
     assert all(
         {"entity_group", "score", "word", "start", "end"} <= set(e) for e in body["entities"]
     )
+    # Locally each request is one short human line, not CloudWatch's JSON.
+    output.wait_for(
+        r"^\d\d:\d\d:\d\d POST /v1/entities 200 [\d.]+ ms  model test-1  1 text", process
+    )
+    assert not any('"_aws"' in line for line in output.seen)
     page = httpx.get(url, timeout=60)
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")

@@ -290,7 +290,7 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
     only recorded, and the first request tries again.
     """
     settings = settings or Settings.from_env()
-    logs.configure()
+    logs.configure(settings.log_format)
     app = FastAPI(
         title="nerkit",
         version=__version__,

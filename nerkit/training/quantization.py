@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ def export_and_choose(
     tried: list[Candidate] = []
     for quantization, embeddings in INT8_VARIANTS:
         int8_onnx = work / f"model.{quantization}.onnx"
-        with stage(f"quantizing to {quantization}"):
+        with stage(f"quantizing to {quantization}"), _quantizer_notes_dropped():
             quantize_int8(fp32_onnx, int8_onnx, quantize_embeddings=embeddings)
         int8 = candidate(int8_onnx, quantization)
         tried.append(int8)
@@ -130,6 +131,25 @@ def _chosen(choice: Choice) -> Choice:
     else:
         log.info("quantization: %s", choice.reason)
     return choice
+
+
+class _QuantizerNotes(logging.Filter):
+    """ONNX Runtime's dynamic quantizer logs, on the root logger at INFO, one line per tensor
+    without static quantization parameters: every activation, as dynamic quantization
+    intends. Those lines say nothing; anything else it logs still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Quantization parameters for tensor")
+
+
+@contextmanager
+def _quantizer_notes_dropped() -> Iterator[None]:
+    notes = _QuantizerNotes()
+    logging.getLogger().addFilter(notes)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(notes)
 
 
 def _export_fp32(result: TrainResult, hp: Hyperparameters, work: Path) -> Path:

@@ -375,3 +375,21 @@ def test_page_works_under_a_stage_with_an_api_key(
     api_calls = [seen for seen in stage.seen if "/v1/" in seen]
     assert api_calls
     assert all(seen.startswith(STAGE + "/v1/") for seen in api_calls), stage.seen
+
+
+def test_docs_render_without_the_internet(page: Page, app_url: str) -> None:
+    """/docs in a browser that can reach nothing but the app: Swagger UI still renders."""
+    elsewhere: list[str] = []
+
+    def local_only(route: Any) -> None:
+        if route.request.url.startswith(app_url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", local_only)
+    page.goto(f"{app_url}docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("nerkit", timeout=WAIT_MS)
+    expect(page.locator(".opblock-summary-path").first).to_be_visible(timeout=WAIT_MS)
+    assert elsewhere == []

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from nerkit import __version__
 from nerkit.api import errors, logs
 from nerkit.api.body import read_json
+from nerkit.api.docs import add_offline_docs
 from nerkit.api.errors import ApiError, validation_details
 from nerkit.api.gateway import ApiGatewayPrefixMiddleware
 from nerkit.api.headers import SecurityHeadersMiddleware, page_csp
@@ -296,7 +297,9 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
         version=__version__,
         description=_description(settings),
         redoc_url=None,
+        docs_url=None,  # add_offline_docs serves /docs without a CDN
     )
+    add_offline_docs(app)
     app.state.settings = settings
     app.state.model = model or ModelHolder(settings)
     if settings.preload_model and settings.model_uri:

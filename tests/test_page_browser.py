@@ -24,13 +24,12 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import PAGE_NOT_TESTED
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's package; NERKIT_CHROMIUM names another binary.
+CHROMIUM = Path(os.environ.get("NERKIT_CHROMIUM", "/usr/bin/chromium"))
 if not CHROMIUM.exists():
-    pytest.skip(
-        "Chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
-        allow_module_level=True,
-    )
+    pytest.skip(f"{PAGE_NOT_TESTED}: no Chromium at {CHROMIUM}", allow_module_level=True)
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 

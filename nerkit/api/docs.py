@@ -9,6 +9,7 @@ lambda/requirements.txt; only its static files are used) and are served under
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -18,12 +19,15 @@ from starlette.responses import HTMLResponse
 
 DOCS = "/docs"
 DOCS_ASSETS = "/docs-assets"
-# The page's tag icon, inline (img-src allows data:): no request, no binary response.
-FAVICON = (
-    "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E"
-    "%3Crect width='16' height='16' rx='3' fill='%23357edd'/%3E%3Cpath d='M4 12V4h2l4 5V4h2v8h-2"
-    "L6 7v5z' fill='white'/%3E%3C/svg%3E"
-)
+PAGE = Path(__file__).with_name("page.html")
+
+
+def page_icon() -> str:
+    """The page's tab icon (an inline data: URI, so no request and no binary response)."""
+    found = re.search(r'<link rel="icon" href="([^"]+)">', PAGE.read_text(encoding="utf-8"))
+    if found is None:
+        raise RuntimeError('page.html has no <link rel="icon">')
+    return found[1]
 
 
 def swagger_ui_dir() -> Path:
@@ -37,6 +41,7 @@ def swagger_ui_dir() -> Path:
 def add_offline_docs(app: FastAPI) -> None:
     """Serve ``/docs`` (the app must be built with ``docs_url=None``) and its assets."""
     app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_dir()), name="docs-assets")
+    icon = page_icon()
 
     @app.get(DOCS, include_in_schema=False)
     async def docs(request: Request) -> HTMLResponse:
@@ -46,5 +51,5 @@ def add_offline_docs(app: FastAPI) -> None:
             title=f"{app.title} - Swagger UI",
             swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=FAVICON,
+            swagger_favicon_url=icon,
         )

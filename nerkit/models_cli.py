@@ -2,7 +2,7 @@
 
     nerkit-models list --uri s3://my-bucket/models [--json]
     nerkit-models list --local        # the local S3 of a running `make run` (--port PORT)
-    nerkit-models publish --uri s3://my-bucket/models build/model.tar.gz --min-f1 0.85 \
+    nerkit-models publish --uri s3://my-bucket/models build/model.tar.gz --min-f1 0.85 \\
         --must-beat-live
     nerkit-models rollback --uri s3://my-bucket/models [--to VERSION]
 
@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from nerkit.cli_text import plain
 from nerkit.errors import ModelError
 from nerkit.exit_codes import ExitCode
 from nerkit.publish import publish, publish_report
@@ -129,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="nerkit-models",
-        description=__doc__,
+        description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)

@@ -35,6 +35,7 @@ from typing import Any
 
 import boto3
 
+from nerkit.cli_text import plain
 from nerkit.exit_codes import ExitCode
 from nerkit.training.split import add_split_arguments, split_arguments_as_hyperparameters
 
@@ -195,7 +196,9 @@ def start_training(
 
 def main(argv: Sequence[str] | None = None, *, client: StepFunctionsClient | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m nerkit.pipeline.start", description=__doc__.split("\n")[0]
+        prog="python -m nerkit.pipeline.start",
+        description=plain(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--stack-output",

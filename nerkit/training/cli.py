@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nerkit import artifact
+from nerkit.cli_text import plain
 from nerkit.decoding import AGGREGATIONS, DECODINGS
 from nerkit.engine import NerEngine
 from nerkit.errors import ModelError
@@ -34,6 +35,14 @@ from nerkit.training.served import engine_scores, join_documents
 from nerkit.training.split import add_split_arguments, split_arguments_as_hyperparameters
 
 log = logging.getLogger("nerkit.train")
+
+HP_HELP = "a hyperparameter, repeatable (names, defaults: nerkit/training/hyperparameters.py)"
+EXAMPLES = """examples:
+  nerkit-train train --train data/ner.csv --split 0.1,0.1 --out build/my-model
+  nerkit-train train --train data/train.txt --validation data/valid.txt --out build/m \\
+      --hp epochs=3 --publish s3://BUCKET/models/ner --min-f1 0.85
+  nerkit-train evaluate --model build/my-model/model.tar.gz --data data/test.txt
+"""
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = REPO / "models" / "default"
@@ -65,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nerkit-train", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="nerkit-train",
+        description=plain(__doc__),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(required=True, dest="command")
 
     train = commands.add_parser("train", help="train a model (the SageMaker entrypoint, locally)")
@@ -76,20 +90,41 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--test", help="file, directory or s3:// prefix")
     add_split_arguments(train)
     train.add_argument("--out", required=True, type=Path, help="where model.tar.gz goes")
-    train.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=HP_HELP,
+    )
     train.add_argument("--work", type=Path, help="job directory (kept; enables resume)")
     _publish_options(train)
     train.set_defaults(func=cmd_train)
 
     default = commands.add_parser("train-default", help="retrain the committed default model")
-    default.add_argument("--data", type=Path, default=CONLL_DIR)
-    default.add_argument("--work", type=Path, default=REPO / "runs" / "default")
-    default.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE")
+    default.add_argument(
+        "--data", type=Path, default=CONLL_DIR, help="CoNLL-2003 directory (train/valid/test.txt)"
+    )
+    default.add_argument(
+        "--work",
+        type=Path,
+        default=REPO / "runs" / "default",
+        help="job directory, kept between stages (default: runs/default)",
+    )
+    default.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=HP_HELP,
+    )
     default.set_defaults(func=cmd_train_default)
 
     evaluate = commands.add_parser("evaluate", help="entity F1 of an artifact on a dataset")
     evaluate.add_argument("--model", required=True, help="model.tar.gz, directory or s3:// URI")
-    evaluate.add_argument("--data", required=True, type=Path)
+    evaluate.add_argument(
+        "--data", required=True, type=Path, help="labelled file (any training data format)"
+    )
     evaluate.add_argument("--aggregation", default="simple", choices=AGGREGATIONS)
     evaluate.add_argument("--decoding", default="viterbi", choices=DECODINGS)
     evaluate.add_argument("--documents", action="store_true", help="whole documents as one text")

@@ -160,3 +160,25 @@ def test_channel_errors_name_the_users_path(
     err = capsys.readouterr().err
     assert f"error: --train {data}: no data files in the channel" in err
     assert str(temp_root) not in err
+
+
+def test_a_reused_work_directory_holds_only_this_runs_channels(
+    tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nerkit.training import job
+
+    work = tmp_path / "work"
+    earlier = job.JobPaths(work).channel("validation")
+    earlier.mkdir(parents=True)
+    (earlier / "valid.txt").write_text(CONLL)
+    seen: list[list[str]] = []
+
+    def record_channels(paths: job.JobPaths) -> None:
+        seen.append(sorted(p.name for p in (paths.root / "input" / "data").iterdir()))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(job, "run_job", record_channels)
+    channels = {"train": str(data), "validation": None, "test": None}
+    with pytest.raises(RuntimeError, match="stop here"):
+        cli.run_local_job(work, channels, {"validation_split": "0.2"}, tmp_path / "out")
+    assert seen == [["train"]]

@@ -218,6 +218,8 @@ def run_local_job(
     for name, source in channels.items():
         if source:
             _stage_channel(source, paths.channel(name))
+        else:  # a channel of an earlier run in this work directory is not this run's
+            shutil.rmtree(paths.channel(name), ignore_errors=True)
     paths.hyperparameters.parent.mkdir(parents=True, exist_ok=True)
     paths.hyperparameters.write_text(json.dumps(hyperparameters, indent=2))
     try:

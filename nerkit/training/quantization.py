@@ -105,7 +105,7 @@ def export_and_choose(
     tried: list[Candidate] = []
     for quantization, embeddings in INT8_VARIANTS:
         int8_onnx = work / f"model.{quantization}.onnx"
-        with stage(f"quantizing to {quantization}"), _quantizer_notes_dropped():
+        with stage(f"quantizing to {quantization}"), _onnxruntime_notes_quiet():
             quantize_int8(fp32_onnx, int8_onnx, quantize_embeddings=embeddings)
         int8 = candidate(int8_onnx, quantization)
         tried.append(int8)
@@ -133,23 +133,19 @@ def _chosen(choice: Choice) -> Choice:
     return choice
 
 
-class _QuantizerNotes(logging.Filter):
-    """ONNX Runtime's dynamic quantizer logs, on the root logger at INFO, one line per tensor
-    without static quantization parameters: every activation, as dynamic quantization
-    intends. Those lines say nothing; anything else it logs still shows."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Quantization parameters for tensor")
-
-
 @contextmanager
-def _quantizer_notes_dropped() -> Iterator[None]:
-    notes = _QuantizerNotes()
-    logging.getLogger().addFilter(notes)
+def _onnxruntime_notes_quiet() -> Iterator[None]:
+    """ONNX Runtime's graph tools log at INFO what they do to every node: a line per tensor
+    without static quantization parameters (all activations, as dynamic quantization
+    intends), each fusion and removed reshape. The summary that matters is logged here
+    ("fused operators", the quantization choice); their warnings and errors still show.
+    Training is single-threaded around these calls, so the process-wide switch is safe."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
     try:
         yield
     finally:
-        logging.getLogger().removeFilter(notes)
+        logging.disable(previous)
 
 
 def _export_fp32(result: TrainResult, hp: Hyperparameters, work: Path) -> Path:
@@ -161,7 +157,7 @@ def _export_fp32(result: TrainResult, hp: Hyperparameters, work: Path) -> Path:
     if config.model_type != "bert":  # the fusions are ONNX Runtime's BERT patterns
         return exported
     fused = work / "model.fused.onnx"
-    with stage("fusing the transformer graph"):
+    with stage("fusing the transformer graph"), _onnxruntime_notes_quiet():
         ops = fuse_transformer(
             exported, fused, num_heads=config.num_attention_heads, hidden_size=config.hidden_size
         )

@@ -28,8 +28,9 @@ node_modules/.installed: package.json
 	npm install --no-audit --no-fund --silent
 	touch $@
 
+# MODEL=path/to/model.tar.gz (or a model directory, or an s3:// URI) serves that model.
 run: $(VENV)/.installed
-	PORT=$(PORT) $(BIN)/python scripts/run_local.py
+	PORT=$(PORT) $(BIN)/python scripts/run_local.py $(if $(MODEL),--model '$(MODEL)')
 
 test: setup
 	$(BIN)/ruff check .

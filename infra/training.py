@@ -4,8 +4,9 @@
 
     ValidateInput ──(bad input)──> InvalidInput (Fail)
          │
-    HasTestChannel ──> TrainWithTest (train, validation, test) ─┐
-         └───────────> Train (train, validation) ───────────────┤
+    HasValidationChannel ──> HasTestChannel ──> TrainWithTest (train, validation, test) ─┐
+         │                        └───────────> Train (train, validation) ───────────────┤
+         └─────────────────> TrainSplit (train; the job holds out validation/test) ──────┤
                                                                 v
                        Gate (Lambda: check F1, publish, move LIVE; errors are caught)
                                                                 v
@@ -236,9 +237,9 @@ class TrainingPipeline(Construct):
             self,
             "InvalidInput",
             error="InvalidInput",
-            cause="The execution input needs jobName, channels.train, "
-            "channels.validation and hyperparameters; start runs with "
-            "python -m nerkit.pipeline.start.",
+            cause="The execution input needs jobName, channels.train and hyperparameters "
+            "(and channels.validation unless hyperparameters.validation_split holds it out of "
+            "train); start runs with python -m nerkit.pipeline.start.",
         )
         gate = tasks.LambdaInvoke(
             self,
@@ -273,13 +274,20 @@ class TrainingPipeline(Construct):
         # with its reason; the training job's own failure fails the execution directly.
         gate.add_catch(verdict, errors=[sfn.Errors.ALL], result_path="$.gate")
         gate.next(verdict)
-        training = (
+        with_validation = (
             sfn.Choice(self, "HasTestChannel")
             .when(
                 sfn.Condition.is_present("$.channels.test"),
                 self._training_state("TrainWithTest", CHANNELS).next(gate),
             )
             .otherwise(self._training_state("Train", CHANNELS[:2]).next(gate))
+        )
+        # Without a validation channel the job splits train (validation_split, checked by
+        # nerkit.pipeline.start and again by the job).
+        training = (
+            sfn.Choice(self, "HasValidationChannel")
+            .when(sfn.Condition.is_present("$.channels.validation"), with_validation)
+            .otherwise(self._training_state("TrainSplit", CHANNELS[:1]).next(gate))
         )
         # IsPresent only: other comparisons on a missing path are runtime errors, not false.
         valid_input = sfn.Condition.and_(
@@ -288,7 +296,6 @@ class TrainingPipeline(Construct):
                 for path in (
                     "$.jobName",
                     "$.channels.train",
-                    "$.channels.validation",
                     "$.hyperparameters",
                 )
             )

@@ -1,13 +1,16 @@
-"""Manage the S3 model store from a shell; every command prints JSON.
+"""Manage the S3 model store from a shell.
 
-    nerkit-models list --uri s3://my-bucket/models
-    nerkit-models publish --uri s3://my-bucket/models build/model.tar.gz --min-f1 0.85 \
+    nerkit-models list --uri s3://my-bucket/models [--json]
+    nerkit-models list --local        # the local S3 of a running `make run` (--port PORT)
+    nerkit-models publish --uri s3://my-bucket/models build/model.tar.gz --min-f1 0.85 \\
         --must-beat-live
     nerkit-models rollback --uri s3://my-bucket/models [--to VERSION]
 
+``list`` prints a table (``--json``: JSON); the other commands print JSON.
 ``publish`` goes through the quality gate (``nerkit.publish``, the same rule as
 ``nerkit-train train --publish`` and the training pipeline): it prints
-``{"gate": ..., "live": ...}`` and exits 3 when the gate refuses the model (uploaded, kept for
+``{"gate": ..., "published": ..., "live": ...}`` (``live``: the LIVE pointer after the call,
+unchanged when refused) and exits 3 when the gate refuses the model (uploaded, kept for
 inspection, not LIVE).
 ``upload`` only stores a version, which never serves until published. ``rollback`` is the one
 way to move LIVE without the gate: back to the previous version, or ``--to`` any stored one.
@@ -22,16 +25,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from nerkit.cli_text import plain
 from nerkit.errors import ModelError
 from nerkit.exit_codes import ExitCode
-from nerkit.publish import publish
-from nerkit.store import TARBALL, ModelStore
+from nerkit.publish import publish, publish_report
+from nerkit.store import TARBALL, ModelStore, VersionInfo
+from nerkit.store.local import DEFAULT_PORT, use_announced
 
 
 class _GateRefused(Exception):
@@ -45,13 +51,41 @@ class _GateRefused(Exception):
 Command = Callable[[ModelStore, argparse.Namespace], Any]
 
 
-def _list(store: ModelStore, args: argparse.Namespace) -> dict[str, Any]:
+def _list(store: ModelStore, args: argparse.Namespace) -> dict[str, Any] | str:
     pointer = store.live()
-    return {
-        "uri": store.uri,
-        "live": pointer.version if pointer else None,
-        "versions": [asdict(info) for info in store.versions()],
-    }
+    live = pointer.version if pointer else None
+    versions = store.versions()
+    if args.json:
+        return {"uri": store.uri, "live": live, "versions": [asdict(info) for info in versions]}
+    return version_table(store.uri, live, versions)
+
+
+def version_table(uri: str, live: str | None, versions: Sequence[VersionInfo]) -> str:
+    """The versions as a text table, oldest first, LIVE marked."""
+    rows = [("LIVE", "VERSION", "CREATED", "VALIDATION F1", "TEST F1")]
+    for info in versions:
+        rows.append(
+            (
+                "*" if info.version == live else "",
+                info.version,
+                info.created_at or "-",
+                _f1(info.metrics, "validation"),
+                _f1(info.metrics, "test"),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    count = f"{len(versions)} version{'' if len(versions) == 1 else 's'}"
+    state = f"LIVE: {live}" if live else "nothing LIVE"
+    return "\n".join([f"{uri}: {count}, {state}", *(lines if versions else [])])
+
+
+def _f1(metrics: dict[str, Any], split: str) -> str:
+    value = metrics.get(split, {}).get("f1") if isinstance(metrics.get(split), dict) else None
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
 
 def _upload(store: ModelStore, args: argparse.Namespace) -> dict[str, Any]:
@@ -63,7 +97,7 @@ def _publish(store: ModelStore, args: argparse.Namespace) -> dict[str, Any]:
     decision, pointer = publish(
         store, args.tarball, min_f1=args.min_f1, must_beat_live=args.must_beat_live
     )
-    report = {"gate": asdict(decision), "live": asdict(pointer) if pointer else None}
+    report = publish_report(store, decision, pointer)
     if not decision.passed:
         raise _GateRefused(report)
     return report
@@ -83,11 +117,22 @@ def _parser() -> argparse.ArgumentParser:
     target = where.add_mutually_exclusive_group(required=True)
     target.add_argument("--uri", help="s3://bucket/prefix of the model store")
     target.add_argument("--bucket", help="bucket of the model store (with --prefix)")
+    target.add_argument(
+        "--local",
+        action="store_true",
+        help="the local S3 store of a running `make run` (no AWS settings needed)",
+    )
     where.add_argument("--prefix", default="", help="key prefix under --bucket")
+    where.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PORT", DEFAULT_PORT)),
+        help=f"with --local: the port `make run` serves on (default: $PORT or {DEFAULT_PORT})",
+    )
 
     parser = argparse.ArgumentParser(
-        prog="python -m nerkit.models_cli",
-        description=__doc__,
+        prog="nerkit-models",
+        description=plain(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -97,7 +142,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
-    add("list", _list, "versions, oldest first, and which one is LIVE")
+    add("list", _list, "versions, oldest first, and which one is LIVE").add_argument(
+        "--json", action="store_true", help="print JSON instead of a table"
+    )
     add("upload", _upload, "store a model.tar.gz as a new version (not LIVE)").add_argument(
         "tarball", type=Path
     )
@@ -123,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--prefix goes with --bucket; put the prefix in --uri instead")
     run: Command = args.run
     try:
-        store = ModelStore.from_uri(args.uri) if args.uri else ModelStore(args.bucket, args.prefix)
+        store = _store(args)
         result = run(store, args)
     except _GateRefused as refused:
         print(json.dumps(refused.report, indent=2, sort_keys=True))
@@ -131,8 +178,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelError as exc:
         print(json.dumps({"error": str(exc)}), file=sys.stderr)
         return ExitCode.ERROR
-    print(json.dumps(result, indent=2, sort_keys=True))
+    print(result if isinstance(result, str) else json.dumps(result, indent=2, sort_keys=True))
     return ExitCode.OK
+
+
+def _store(args: argparse.Namespace) -> ModelStore:
+    if args.local:
+        return ModelStore.from_uri(use_announced(args.port))
+    if args.uri:
+        return ModelStore.from_uri(args.uri)
+    return ModelStore(args.bucket, args.prefix)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ trained.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +103,16 @@ def publish(
         return decision, None
     pointer = store.set_live(version, expected_current=live.version if live else None)
     return decision, pointer
+
+
+def publish_report(
+    store: ModelStore, decision: GateDecision, pointer: Pointer | None
+) -> dict[str, Any]:
+    """What the CLIs print after ``publish``: the decision, whether the candidate went LIVE,
+    and the LIVE pointer now (on a refusal: the one that still serves, or ``None`` if none)."""
+    live = pointer if decision.passed else store.live()
+    return {
+        "gate": asdict(decision),
+        "published": decision.passed,
+        "live": asdict(live) if live else None,
+    }

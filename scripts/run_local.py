@@ -1,10 +1,14 @@
 """``make run``: serve the API and the page locally, loading the model from S3 as on Lambda.
 
-A moto S3 server stands in for S3: the artifact is published to it with ``ModelStore`` (upload,
-then LIVE) and the app starts with ``MODEL_URI=s3://<bucket>/<prefix>``, so the local run walks
-the same load path (LIVE pointer, download, checksum, extraction) as a Lambda cold start.
+For a local model (``model.tar.gz`` or an extracted model directory; default: the committed
+default model) a moto S3 server stands in for S3: the artifact is published to it with
+``ModelStore`` (upload, then LIVE) and the app starts with ``MODEL_URI=s3://<bucket>/<prefix>``,
+so the local run walks the same load path (LIVE pointer, download, checksum, extraction) as a
+Lambda cold start. An ``s3://`` model (a store prefix or a ``.tar.gz`` key) is served straight
+from S3 with your own AWS credentials; no local S3 is started.
 
-    python scripts/run_local.py [--artifact PATH] [--port PORT]
+    python scripts/run_local.py [--model PATH_OR_S3_URI] [--port PORT]
+    make run [MODEL=PATH_OR_S3_URI] [PORT=PORT]
 
 Ctrl-C or SIGTERM stops uvicorn gracefully, then the moto server.
 """
@@ -34,15 +38,21 @@ sys.path.insert(0, str(REPO_ROOT))
 import boto3  # noqa: E402
 import uvicorn  # noqa: E402
 
+from nerkit import artifact  # noqa: E402
 from nerkit.api.local_gateway import local_app  # noqa: E402
 from nerkit.errors import ModelError  # noqa: E402
-from nerkit.store import ModelStore  # noqa: E402
+from nerkit.store import ModelStore, parse_model_uri  # noqa: E402
+from nerkit.store.local import (  # noqa: E402
+    LOCAL_BUCKET,
+    LOCAL_PREFIX,
+    LOCAL_STORE_URI,
+    announce,
+    use_local_s3,
+)
 from scripts.local_admin import enable_admin  # noqa: E402
 
 DEFAULT_ARTIFACT = REPO_ROOT / "models" / "default" / "model.tar.gz"
 HOST = "127.0.0.1"
-BUCKET = "nerkit-local-models"
-PREFIX = "models"
 # moto imports every AWS service model on start; a slow shared machine can take a while.
 STARTUP_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
@@ -75,10 +85,13 @@ def signals_ignored() -> Iterator[None]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
+        "--model",
         "--artifact",
-        type=Path,
-        default=DEFAULT_ARTIFACT,
-        help=f"model.tar.gz to publish (default: {DEFAULT_ARTIFACT.relative_to(REPO_ROOT)})",
+        dest="model",
+        default=str(DEFAULT_ARTIFACT),
+        help="model.tar.gz or model directory to publish to a local S3, or an s3:// URI to "
+        "serve from S3 (a store prefix or a .tar.gz key; your AWS credentials) "
+        f"(default: {DEFAULT_ARTIFACT.relative_to(REPO_ROOT)})",
     )
     parser.add_argument(
         "--port",
@@ -89,15 +102,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_artifact(path: Path) -> None:
-    if path.is_file():
+def check_model(model: str) -> None:
+    """Fail at once, with a hint, on a model that is not there or not a model location."""
+    location = parse_model_uri(model)  # a ConfigError says what is wrong with it
+    if not isinstance(location, Path) or location.exists():
         return
-    if path == DEFAULT_ARTIFACT:
+    if location == DEFAULT_ARTIFACT:
         raise StartupError(
-            f"no default model at {path.relative_to(REPO_ROOT)}: train it with "
-            "`make train-default`, or pass --artifact PATH to any model.tar.gz"
+            f"no default model at {location.relative_to(REPO_ROOT)}: train it with "
+            "`make train-default`, or pass MODEL=path/to/model.tar.gz"
         )
-    raise StartupError(f"--artifact {path} is not a file")
+    raise StartupError(f"model {model} is not a file or directory")
 
 
 def check_port_free(port: int) -> None:
@@ -182,23 +197,15 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def use_local_s3(endpoint: str) -> None:
-    """Point boto3 (here and in the app) at moto with throwaway credentials, never real ones."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-        os.environ.pop(name, None)
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-
-
-def publish(artifact: Path) -> str:
-    """Create the bucket, upload the artifact as a version and make it LIVE; return it."""
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    store = ModelStore(BUCKET, PREFIX)
-    version = store.upload(artifact)
+def publish(model: Path, workdir: Path) -> str:
+    """Create the bucket, upload the model as a version and make it LIVE; return it."""
+    boto3.client("s3").create_bucket(Bucket=LOCAL_BUCKET)
+    store = ModelStore(LOCAL_BUCKET, LOCAL_PREFIX)
+    if model.is_dir():
+        tarball = workdir / "model.tar.gz"
+        artifact.pack(model, tarball)
+        model = tarball
+    version = store.upload(model)
     store.set_live(version)
     return version
 
@@ -218,11 +225,12 @@ def announce_when_ready(server: uvicorn.Server, base_url: str) -> None:
 
 def serve(port: int) -> bool:
     """Run the app until a signal; return whether it started at all."""
-    # The app reads MODEL_URI and the rest from the environment, as on Lambda; a stand-in for
-    # API Gateway's keys sits in front of it (the admin key).
+    # The app reads MODEL_URI and the rest from the environment, as on Lambda, behind a
+    # stand-in for API Gateway's keys (the admin key); its request log is a short line per
+    # request here (LOG_FORMAT=json shows the CloudWatch JSON).
+    os.environ.setdefault("LOG_FORMAT", "text")
     app = local_app()
-    # The app logs every request itself (JSON, as in CloudWatch); uvicorn's access log would
-    # repeat each line.
+    # The app logs every request itself; uvicorn's access log would repeat each line.
     config = uvicorn.Config(app, host=HOST, port=port, log_level="info", access_log=False)
     server = uvicorn.Server(config)
     base_url = f"http://{HOST}:{port}/"
@@ -233,25 +241,37 @@ def serve(port: int) -> bool:
     return server.started
 
 
+def serve_model_uri(model_uri: str, port: int, workdir: Path) -> None:
+    # A fresh cache per run: the model is downloaded from S3 at start, as on a cold start.
+    os.environ.update(MODEL_URI=model_uri, MODEL_CACHE_DIR=str(workdir / "model-cache"))
+    if not serve(port):
+        raise StartupError("the API did not start; see the log above")
+
+
 def run(args: argparse.Namespace, workdir: Path) -> int:
-    check_artifact(args.artifact)
+    check_model(args.model)
     check_port_free(args.port)
+    if args.model.startswith("s3://"):
+        print(f"Serving {args.model} from S3 (your AWS credentials)", flush=True)
+        serve_model_uri(args.model, args.port, workdir)
+        return 0
     moto, endpoint = start_moto(workdir / "moto.log")
+    announced: Path | None = None
     try:
         use_local_s3(endpoint)
-        version = publish(args.artifact)
-        model_uri = f"s3://{BUCKET}/{PREFIX}"
+        version = publish(Path(args.model), workdir)
+        announced = announce(args.port, endpoint)
         print(f"Local S3 (moto_server): {endpoint}", flush=True)
-        print(f"Model {version} is LIVE at {model_uri}", flush=True)
-        admin_key, admin_env = enable_admin(endpoint, BUCKET)
+        print(f"Model {version} is LIVE at {LOCAL_STORE_URI}", flush=True)
+        print(f"Manage it: .venv/bin/nerkit-models list --local --port {args.port}", flush=True)
+        admin_key, admin_env = enable_admin(endpoint, LOCAL_BUCKET)
         os.environ.update(admin_env)
         print(f"Admin key (local, this run only; paste it in the page): {admin_key}", flush=True)
-        # A fresh cache per run: the model is downloaded from S3 at start, as on a cold start.
-        os.environ.update(MODEL_URI=model_uri, MODEL_CACHE_DIR=str(workdir / "model-cache"))
-        if not serve(args.port):
-            raise StartupError("the API did not start; see the log above")
+        serve_model_uri(LOCAL_STORE_URI, args.port, workdir)
     finally:
         with signals_ignored():
+            if announced is not None:
+                announced.unlink(missing_ok=True)
             stop_process(moto)
     return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import FAKE_AWS_ENV, free_port
+from helpers import FAKE_AWS_ENV, PAGE_NOT_TESTED, PAGE_NOT_TESTED_BANNER, free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -40,6 +40,15 @@ TINY_MANIFEST: dict[str, Any] = {
 _CLASSIFIER_SCALE = 40.0
 _OUTSIDE_BIAS = 4.5
 _INSIDE_BIAS = 2.5
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A skipped browser test is one line in the summary; say it loudly, after everything."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if any(PAGE_NOT_TESTED in str(report.longrepr) for report in skipped):
+        for line in PAGE_NOT_TESTED_BANNER:
+            reporter.write_line(line, red=True, bold=True)
 
 
 def _base_tokenizer_dir() -> Path:

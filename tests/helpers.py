@@ -21,6 +21,17 @@ FAKE_AWS_ENV = {
 }
 
 
+# The skip reason of the browser test, which the end-of-run banner (conftest.py) looks for.
+PAGE_NOT_TESTED = "the web page was not tested"
+PAGE_NOT_TESTED_BANNER = [
+    "!" * 78,
+    "THE WEB PAGE WAS NOT TESTED: tests/test_page_browser.py needs Chromium, not found here.",
+    "Fix: `sudo apt-get install chromium` (Debian/Ubuntu), or run .ci/run, which installs it;",
+    "or set NERKIT_CHROMIUM=/path/to/chromium. Then run `make test` again.",
+    "!" * 78,
+]
+
+
 def free_port() -> int:
     """A loopback TCP port that was free a moment ago."""
     with socket.socket() as sock:

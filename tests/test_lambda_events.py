@@ -217,6 +217,14 @@ def test_docs_behind_a_stage_prefix(handler: ModuleType, kind: str) -> None:
     status, _, docs = invoke(handler, make("GET", "/docs", stage=STAGE))
     assert status == 200
     assert f"'/{STAGE}/openapi.json'" in docs["body"]
+    # Swagger UI's own files come from the app, under the stage, not from a CDN.
+    assert f"/{STAGE}/docs-assets/swagger-ui-bundle.js" in docs["body"]
+    assert "cdn." not in docs["body"]
+    status, _, script = invoke(
+        handler, make("GET", "/docs-assets/swagger-ui-bundle.js", stage=STAGE)
+    )
+    assert status == 200 and not script.get("isBase64Encoded")
+    assert "SwaggerUIBundle" in script["body"]
     status, _, schema = invoke(handler, make("GET", "/openapi.json", stage=STAGE))
     assert status == 200
     assert json_body(schema)["servers"] == [{"url": f"/{STAGE}"}]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import colorsys
 import http.client
+import itertools
 import json
+import math
 import os
 import re
 import socket
@@ -24,13 +26,12 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import PAGE_NOT_TESTED
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's package; NERKIT_CHROMIUM names another binary.
+CHROMIUM = Path(os.environ.get("NERKIT_CHROMIUM", "/usr/bin/chromium"))
 if not CHROMIUM.exists():
-    pytest.skip(
-        "Chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
-        allow_module_level=True,
-    )
+    pytest.skip(f"{PAGE_NOT_TESTED}: no Chromium at {CHROMIUM}", allow_module_level=True)
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
@@ -54,6 +55,8 @@ API_KEY = "page-test-key"
 TEXT = "Angela Merkel met Tim Cook 😀 in Berlin and flew to Paris."
 # Hue bands (degrees) the fixed label colours must fall in: the colour names of the brief.
 FIXED_HUES = {"ORG": (90, 160), "LOC": (-15, 15), "PER": (195, 235), "MISC": (255, 290)}
+# CIELAB distance (delta E) from which two label colours read as different colours.
+DISTINCT = 20.0
 
 pytestmark = pytest.mark.slow
 
@@ -230,6 +233,28 @@ def hue(css_colour: str) -> float:
     return colorsys.rgb_to_hls(red, green, blue)[0] * 360
 
 
+def lab(css_colour: str) -> tuple[float, float, float]:
+    """CIELAB (D65) of an ``rgb(...)`` colour: distances there match what the eye sees."""
+
+    def linear(channel: float) -> float:
+        return channel / 12.92 if channel <= 0.04045 else ((channel + 0.055) / 1.055) ** 2.4
+
+    red, green, blue = (linear(int(v) / 255) for v in re.findall(r"\d+", css_colour)[:3])
+    x = (0.4124 * red + 0.3576 * green + 0.1805 * blue) / 0.95047
+    y = 0.2126 * red + 0.7152 * green + 0.0722 * blue
+    z = (0.0193 * red + 0.1192 * green + 0.9505 * blue) / 1.08883
+
+    def f(t: float) -> float:
+        return t ** (1 / 3) if t > 0.008856 else 7.787 * t + 16 / 116
+
+    return 116 * f(y) - 16, 500 * (f(x) - f(y)), 200 * (f(y) - f(z))
+
+
+def colour_distance(first: str, second: str) -> float:
+    """CIE76 delta E: about 2 is just noticeable; 20 and more reads as another colour."""
+    return math.dist(lab(first), lab(second))
+
+
 def in_band(value: float, band: tuple[int, int]) -> bool:
     low, high = band
     return any(low <= shifted <= high for shifted in (value, value - 360))
@@ -340,11 +365,68 @@ def test_other_labels_get_stable_distinct_colours(page: Page, app_url: str) -> N
     page.reload()
     assert colours_after_submit() == first
     fixed = {first["PER"]} | {legend(page)[label] for label in ("ORG", "LOC", "MISC")}
-    assert first["PRODUCT"] != first["EVENT"]
+    assert colour_distance(first["PRODUCT"], first["EVENT"]) >= DISTINCT
     for label in ("PRODUCT", "EVENT"):
-        assert first[label] not in fixed
-        assert not any(in_band(hue(first[label]), band) for band in FIXED_HUES.values())
+        assert all(colour_distance(first[label], colour) >= DISTINCT for colour in fixed)
         assert legend(page)[label] == first[label]
+
+
+def test_gmb_types_get_clearly_different_colours(page: Page, app_url: str) -> None:
+    """The GMB corpus's types: none too close to another or to the fixed colours; its
+    lower-case per and org are PER and ORG."""
+    words = ["art", "eve", "geo", "gpe", "nat", "org", "per", "tim"]
+    text = " ".join(f"W{word}" for word in words) + "."
+    answer_with(page, text, [(f"W{word}", word) for word in words])
+    page.goto(app_url)
+    submit(page, text)
+    wait_for_result(page)
+    colours = legend(page)
+    assert colours["per"] == colours["PER"] and colours["org"] == colours["ORG"]
+    distinct = {label: colours[label] for label in colours if label not in ("per", "org")}
+    for (one, first), (other, second) in itertools.combinations(distinct.items(), 2):
+        assert colour_distance(first, second) >= DISTINCT, (one, other, first, second)
+
+
+def test_loc_reads_red(page: Page, app_url: str) -> None:
+    page.goto(app_url)
+    expect(page.locator("#legend li[data-label=LOC]")).to_be_visible(timeout=WAIT_MS)
+    loc = legend(page)["LOC"]
+    red, green, blue = (int(v) / 255 for v in re.findall(r"\d+", loc)[:3])
+    _, lightness, saturation = colorsys.rgb_to_hls(red, green, blue)
+    assert in_band(hue(loc), FIXED_HUES["LOC"])
+    assert lightness < 0.8 and saturation > 0.6, loc  # a light pink is lighter than this
+
+
+def test_an_error_clears_the_legends_in_result_marks(page: Page, app_url: str) -> None:
+    page.goto(app_url)
+    page.fill("#min-score", "0")
+    submit(page, TEXT)
+    wait_for_result(page)
+    assert page.locator("#legend li.present").count() > 0
+    submit(page, "   ")
+    expect(page.locator("#error")).to_be_visible(timeout=WAIT_MS)
+    assert page.locator("#legend li.present").count() == 0
+    assert "(in result)" not in page.text_content("#legend")
+
+
+def test_the_page_has_an_icon_its_policy_allows(page: Page, app_url: str) -> None:
+    blocked: list[str] = []
+    page.on("console", lambda message: blocked.append(message.text))
+    page.goto(app_url)
+    icon = page.get_attribute("link[rel=icon]", "href")
+    assert icon and icon.startswith("data:image/svg+xml,")
+    loaded = page.evaluate(
+        """href => new Promise(done => {
+            const image = new Image();
+            image.onload = () => done(image.naturalWidth > 0);
+            image.onerror = () => done(false);
+            image.src = href;
+        })""",
+        icon,
+    )
+    assert loaded is True
+    assert not [line for line in blocked if "Content Security Policy" in line]
+    assert httpx.get(f"{app_url}favicon.ico", timeout=60).status_code == 404  # never asked for
 
 
 @pytest.mark.parametrize("path", [STAGE, STAGE + "/"])
@@ -375,3 +457,21 @@ def test_page_works_under_a_stage_with_an_api_key(
     api_calls = [seen for seen in stage.seen if "/v1/" in seen]
     assert api_calls
     assert all(seen.startswith(STAGE + "/v1/") for seen in api_calls), stage.seen
+
+
+def test_docs_render_without_the_internet(page: Page, app_url: str) -> None:
+    """/docs in a browser that can reach nothing but the app: Swagger UI still renders."""
+    elsewhere: list[str] = []
+
+    def local_only(route: Any) -> None:
+        if route.request.url.startswith(app_url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", local_only)
+    page.goto(f"{app_url}docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("nerkit", timeout=WAIT_MS)
+    expect(page.locator(".opblock-summary-path").first).to_be_visible(timeout=WAIT_MS)
+    assert elsewhere == []

@@ -94,7 +94,8 @@ def test_cli_publish_and_rollback(
     capsys.readouterr()
     assert publish_cli("v3", 0.5, "--min-f1", "0.9") == ExitCode.GATE_REFUSED
     report = json.loads(capsys.readouterr().out)
-    assert report["gate"]["passed"] is False and report["live"] is None
+    assert report["gate"]["passed"] is False and report["published"] is False
+    assert report["live"]["version"] == "v2"  # still serving, not "no live model"
 
     assert models_cli.main(["rollback", "--uri", URI]) == 0
     assert json.loads(capsys.readouterr().out)["version"] == "v1"

@@ -792,7 +792,7 @@ def test_cli_end_to_end(s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixt
     assert pointer["sha256"] == sha256_file(v2)
     assert report["gate"]["passed"] is True and report["gate"]["min_f1"] == 0.0
 
-    code, listing = cli(capsys, "list", "--uri", URI)
+    code, listing = cli(capsys, "list", "--uri", URI, "--json")
     assert (code, listing["live"], listing["uri"]) == (0, "v2", URI)
     assert [item["version"] for item in listing["versions"]] == ["v1", "v2"]
 
@@ -813,13 +813,15 @@ def test_cli_publish_goes_through_the_gate(
 
     assert cli(capsys, "publish", tarball("v1", 0.8), "--uri", URI, "--min-f1", "0.7")[0] == 0
     code, report = cli(capsys, "publish", tarball("v2", 0.6), "--uri", URI, "--min-f1", "0.7")
-    assert (code, report["live"], report["gate"]["passed"]) == (3, None, False)
+    # Refused: the model did not go LIVE, and the version that still serves is named.
+    assert (code, report["published"], report["gate"]["passed"]) == (3, False, False)
+    assert report["live"]["version"] == "v1"
     assert "below the gate's minimum" in report["gate"]["reason"]
     code, report = cli(capsys, "publish", tarball("v3", 0.75), "--uri", URI, "--must-beat-live")
     assert (code, report["gate"]["live_f1"]) == (3, 0.8)
     code, report = cli(capsys, "publish", tarball("v4", 0.85), "--uri", URI, "--must-beat-live")
     assert (code, report["live"]["version"], report["live"]["previous"]) == (0, "v4", "v1")
-    code, listing = cli(capsys, "list", "--uri", URI)
+    code, listing = cli(capsys, "list", "--uri", URI, "--json")
     # Refused versions are stored for inspection, never served.
     assert [item["version"] for item in listing["versions"]] == ["v1", "v2", "v3", "v4"]
     assert listing["live"] == "v4"

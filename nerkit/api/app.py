@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse
 from nerkit import __version__
 from nerkit.api import errors, hf, logs
 from nerkit.api.body import read_json
+from nerkit.api.docs import add_offline_docs
 from nerkit.api.gateway import ApiGatewayPrefixMiddleware
 from nerkit.api.headers import SecurityHeadersMiddleware, page_csp
 from nerkit.api.inference import (
@@ -233,13 +234,15 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
     only recorded, and the first request tries again.
     """
     settings = settings or Settings.from_env()
-    logs.configure()
+    logs.configure(settings.log_format)
     app = FastAPI(
         title="nerkit",
         version=__version__,
         description=_description(settings),
         redoc_url=None,
+        docs_url=None,  # add_offline_docs serves /docs without a CDN
     )
+    add_offline_docs(app)
     app.state.settings = settings
     app.state.model = model or ModelHolder(settings)
     if settings.preload_model and settings.model_uri:

@@ -23,6 +23,12 @@ function name, else ``nerkit``) and ``Route`` (method and route template, ``unma
 EMF must be the whole log event, so these lines bypass the root logger (whose Lambda handler
 prefixes a level and request id) and go straight to stdout, which Lambda ships line by line.
 Other ``nerkit.api`` records (model loads, unhandled errors) use the same JSON format.
+
+``LOG_FORMAT=text`` (what ``make run`` sets) writes the same records as short lines for a
+person at a terminal instead, without the metrics block::
+
+    17:50:01 POST /v1/entities 200 6.6 ms  model 20261123T165513Z-953faa01  1 text, 45 chars,
+    4 entities  id 3fa9c2d1...
 """
 
 from __future__ import annotations
@@ -94,13 +100,44 @@ class _StdoutHandler(logging.Handler):
             self.handleError(record)
 
 
-def configure() -> None:
-    """Send ``nerkit.api`` records to stdout as JSON lines (idempotent)."""
+class TextFormatter(logging.Formatter):
+    """A record as one short line for a terminal: requests as method, route, status and
+    latency with the model and counts; other records as time, level, logger and message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = getattr(record, "fields", {})
+        clock = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        if "route" not in fields:
+            line = f"{clock} {record.levelname} {record.name}: {record.getMessage()}"
+        else:
+            parts = [
+                f"{clock} {fields['method']} {fields['route']} {fields['status']} "
+                f"{fields['latency_ms']} ms"
+            ]
+            if fields.get("model_version"):
+                parts.append(f"model {fields['model_version']}")
+            if fields.get("n_texts") is not None:
+                texts = fields["n_texts"]
+                parts.append(
+                    f"{texts} text{'' if texts == 1 else 's'}, {fields['n_chars']} chars, "
+                    f"{fields['n_entities']} entities"
+                )
+            parts.append(f"id {fields['request_id']}")
+            line = "  ".join(parts)
+        if record.exc_info:
+            line += "\n" + "".join(traceback.format_exception(*record.exc_info))
+        return line
+
+
+def configure(log_format: str = "json") -> None:
+    """Send ``nerkit.api`` records to stdout, as JSON lines or (``"text"``) short human lines;
+    calling it again switches the format."""
     logger = logging.getLogger(LOGGER)
-    if not any(isinstance(handler, _StdoutHandler) for handler in logger.handlers):
+    handler = next((h for h in logger.handlers if isinstance(h, _StdoutHandler)), None)
+    if handler is None:
         handler = _StdoutHandler()
-        handler.setFormatter(JsonFormatter())
         logger.addHandler(handler)
+    handler.setFormatter(TextFormatter() if log_format == "text" else JsonFormatter())
     logger.setLevel(logging.INFO)
     logger.propagate = False
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     preload_model: Annotated[bool, Field(alias="PRELOAD_MODEL")] = False
     enable_page: Annotated[bool, Field(alias="ENABLE_PAGE")] = True
     log_text: Annotated[bool, Field(alias="LOG_TEXT")] = False
+    # json: one JSON line per request that CloudWatch reads as metrics (Lambda); text: a
+    # short human-readable line (``make run`` sets it).
+    log_format: Annotated[Literal["json", "text"], Field(alias="LOG_FORMAT")] = "json"
     # Browser origins allowed to call the API cross-site ("*" for any), comma-separated; the
     # page itself is same-origin and needs none.
     cors_origins: Annotated[tuple[str, ...], NoDecode, Field(alias="CORS_ORIGINS")] = ()

@@ -8,6 +8,11 @@ Usage, with the outputs file that ``npx cdk deploy --outputs-file cdk-outputs.js
         [--test s3://<bucket>/datasets/conll03/test/] [--hp epochs=3 --hp lr=5e-5] \\
         [--job-name nerkit-prod-my-run] [--stack Nerkit-prod]
 
+or from one input, holding out validation (and test) inside the job::
+
+    python -m nerkit.pipeline.start --stack-output cdk-outputs.json \\
+        --train s3://<bucket>/datasets/mine/ --split 0.1,0.1 [--max-sentences 2000]
+
 Exit status (``nerkit.exit_codes``): 0 started, 1 error (an AWS call failed), 2 usage
 (bad arguments or outputs file).
 
@@ -30,10 +35,13 @@ from typing import Any
 
 import boto3
 
+from nerkit.cli_text import plain
 from nerkit.exit_codes import ExitCode
+from nerkit.split_options import add_split_arguments, split_arguments_as_hyperparameters
 
-REQUIRED_CHANNELS = ("train", "validation")
-OPTIONAL_CHANNELS = ("test",)
+REQUIRED_CHANNELS = ("train",)
+# validation is optional only when the job holds it out of train (validation_split).
+OPTIONAL_CHANNELS = ("validation", "test")
 # SageMaker training job names: 1-63 characters, alphanumerics and hyphens.
 _JOB_NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 # SageMaker's limits for hyperparameter keys and values, and how many a job may have.
@@ -113,6 +121,13 @@ def _check_hyperparameters(hyperparameters: Mapping[str, Any]) -> dict[str, str]
     return checked
 
 
+def data_hyperparameters(args: argparse.Namespace) -> dict[str, str]:
+    try:
+        return split_arguments_as_hyperparameters(args)
+    except ValueError as exc:
+        raise StartError(str(exc)) from None
+
+
 def default_job_name(prefix: str, now: datetime | None = None) -> str:
     return prefix + (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
 
@@ -138,6 +153,7 @@ def build_input(
     missing = [name for name in REQUIRED_CHANNELS if not channels.get(name)]
     if missing:
         raise StartError(f"missing channel(s): {', '.join(missing)}")
+    _check_validation_source(channels, hyperparameters)
     unknown = sorted(set(channels) - {*REQUIRED_CHANNELS, *OPTIONAL_CHANNELS})
     if unknown:
         raise StartError(f"unknown channel(s): {', '.join(unknown)}")
@@ -153,6 +169,32 @@ def build_input(
         "channels": selected,
         "hyperparameters": _check_hyperparameters(hyperparameters),
     }
+
+
+def _check_validation_source(
+    channels: Mapping[str, str], hyperparameters: Mapping[str, Any]
+) -> None:
+    """Validation data comes from a channel or from a split of train: exactly one of them."""
+    splits = _float(hyperparameters.get("validation_split", "0")) > 0
+    if channels.get("validation") and splits:
+        raise StartError("give a validation channel or validation_split (--split), not both")
+    if not channels.get("validation") and not splits:
+        raise StartError(
+            "missing channel: validation (give --validation, or --split 0.1 to hold out 10% "
+            "of train)"
+        )
+    if channels.get("test") and not channels.get("validation"):
+        raise StartError(
+            "a test channel needs a validation channel; with --split the test set is held "
+            "out of train too (--split 0.1,0.1)"
+        )
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise StartError(f"validation_split={value!r} is not a number") from None
 
 
 def start_training(
@@ -173,7 +215,9 @@ def start_training(
 
 def main(argv: Sequence[str] | None = None, *, client: StepFunctionsClient | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m nerkit.pipeline.start", description=__doc__.split("\n")[0]
+        prog="python -m nerkit.pipeline.start",
+        description=plain(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--stack-output",
@@ -183,8 +227,11 @@ def main(argv: Sequence[str] | None = None, *, client: StepFunctionsClient | Non
     )
     parser.add_argument("--stack", help="stack name, if the outputs file holds several")
     parser.add_argument("--train", required=True, help="s3:// prefix of the train channel")
-    parser.add_argument("--validation", required=True, help="s3:// prefix of the validation set")
+    parser.add_argument(
+        "--validation", help="s3:// prefix of the validation set (or --split to hold it out)"
+    )
     parser.add_argument("--test", help="s3:// prefix of the test set (optional)")
+    add_split_arguments(parser)
     parser.add_argument(
         "--hp",
         action="append",
@@ -199,7 +246,7 @@ def main(argv: Sequence[str] | None = None, *, client: StepFunctionsClient | Non
         execution_input = build_input(
             job_name=args.job_name or default_job_name(outputs.job_prefix),
             channels={"train": args.train, "validation": args.validation, "test": args.test},
-            hyperparameters=parse_hyperparameters(args.hp),
+            hyperparameters={**parse_hyperparameters(args.hp), **data_hyperparameters(args)},
             datasets_uri=outputs.datasets_uri,
             job_prefix=outputs.job_prefix,
         )

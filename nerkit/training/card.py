@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,8 @@ def render(manifest: dict[str, Any], confusion: dict[str, dict[str, int]]) -> st
         f"- Labels: {', '.join(manifest['labels'])}",
         f"- Casing features: {manifest.get('casing') or 'none'}; "
         f"max sequence length {manifest['max_seq_length']} tokens",
-        f"- Served weights: ONNX, quantization `{manifest.get('quantization', 'none')}`",
+        f"- Served weights: ONNX, quantization `{manifest.get('quantization', 'none')}`"
+        + _quantization_reason(manifest),
         f"- Decoding (API default): {_decoding(manifest)}",
         f"- Created: {manifest.get('created_at', '')}; training took "
         f"{manifest.get('training', {}).get('seconds', '?')} s on "
@@ -62,7 +64,9 @@ def render(manifest: dict[str, Any], confusion: dict[str, dict[str, int]]) -> st
         *[
             f"| {name} | {info['sentences']} | `{info['sha256'][:16]}` |"
             for name, info in manifest.get("data", {}).items()
+            if name != "split"
         ],
+        *_split_lines(manifest.get("data", {}).get("split")),
         "",
         "## Metrics",
         "",
@@ -111,6 +115,24 @@ def render(manifest: dict[str, Any], confusion: dict[str, dict[str, int]]) -> st
     return "\n".join(lines)
 
 
+def _quantization_reason(manifest: dict[str, Any]) -> str:
+    choice = manifest.get("quantization_choice")
+    return f" ({choice['reason']})" if choice else ""
+
+
+def _split_lines(split: dict[str, Any] | None) -> list[str]:
+    if not split:
+        return []
+    fractions = ", ".join(
+        f"{name} {value:g}" for name, value in split["fractions"].items() if value
+    )
+    return [
+        "",
+        f"Validation{' and test' if split['fractions'].get('test') else ''} held out of the "
+        f"train input ({fractions}), by {split['unit']}, seed {split['seed']}.",
+    ]
+
+
 def _confusion_table(confusion: dict[str, dict[str, int]]) -> list[str]:
     columns = sorted({c for row in confusion.values() for c in row})
     return [
@@ -128,17 +150,37 @@ def _confusion_table(confusion: dict[str, dict[str, int]]) -> list[str]:
 
 
 def _plot_curve(path: Path, history: Sequence[EpochRecord]) -> None:
+    curve_figure(history).savefig(path, dpi=100)
+
+
+def curve_figure(history: Sequence[EpochRecord]) -> Figure:
+    """Train loss and validation F1 per epoch. F1's axis runs to 1 from a tenth below the
+    lowest value and the loss starts at 0, so a single epoch is a readable point rather
+    than a dot in a range magnified around it; the epoch axis shows whole epochs, and each
+    F1 is written by its point."""
     epochs = [h.epoch for h in history]
+    f1s = [h.validation["f1"] for h in history]
     fig = Figure(figsize=(6, 3.5))
     loss_axis = fig.subplots()
     loss_axis.plot(epochs, [h.train_loss for h in history], "o-", color="tab:gray")
     loss_axis.set_xlabel("epoch")
     loss_axis.set_ylabel("train loss", color="tab:gray")
+    loss_axis.set_ylim(bottom=0)
+    loss_axis.set_xticks(epochs if len(epochs) <= 20 else epochs[:: math.ceil(len(epochs) / 20)])
+    if len(epochs) == 1:
+        loss_axis.set_xlim(epochs[0] - 1, epochs[0] + 1)
     f1_axis = loss_axis.twinx()
-    f1_axis.plot(epochs, [h.validation["f1"] for h in history], "o-", color="tab:blue")
+    f1_axis.plot(epochs, f1s, "o-", color="tab:blue")
     f1_axis.set_ylabel("validation entity F1", color="tab:blue")
+    f1_axis.set_ylim(max(0.0, math.floor((min(f1s) - 0.05) * 10) / 10), 1)
+    if len(epochs) <= 20:
+        for epoch, f1 in zip(epochs, f1s, strict=True):
+            f1_axis.annotate(
+                f"{f1:.3f}", (epoch, f1), textcoords="offset points", xytext=(0, 6),
+                ha="center", fontsize=8, color="tab:blue",
+            )  # fmt: skip
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    return fig
 
 
 def _plot_confusion(path: Path, confusion: dict[str, dict[str, int]]) -> None:

@@ -18,20 +18,31 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from nerkit import artifact
+from nerkit.cli_text import plain
 from nerkit.decoding import AGGREGATIONS, DECODINGS
 from nerkit.engine import NerEngine
 from nerkit.errors import ModelError
 from nerkit.exit_codes import ExitCode
-from nerkit.publish import publish
+from nerkit.publish import publish, publish_report
+from nerkit.split_options import add_split_arguments, split_arguments_as_hyperparameters
 from nerkit.store import ModelStore, new_s3_client, open_source, parse_s3_uri
-from nerkit.training.data import load_examples
+from nerkit.training.data import DataError, Example, entity_types, load_examples
+from nerkit.training.hyperparameters import parse_label_map
 from nerkit.training.served import engine_scores, join_documents
 
 log = logging.getLogger("nerkit.train")
+
+HP_HELP = "a hyperparameter, repeatable (names, defaults: nerkit/training/hyperparameters.py)"
+EXAMPLES = """examples:
+  nerkit-train train --train data/ner.csv --split 0.1,0.1 --out build/my-model
+  nerkit-train train --train data/train.txt --validation data/valid.txt --out build/m \\
+      --hp epochs=3 --publish s3://BUCKET/models/ner --min-f1 0.85
+  nerkit-train evaluate --model build/my-model/model.tar.gz --data data/test.txt
+"""
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = REPO / "models" / "default"
@@ -63,31 +74,66 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nerkit-train", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="nerkit-train",
+        description=plain(__doc__),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(required=True, dest="command")
 
     train = commands.add_parser("train", help="train a model (the SageMaker entrypoint, locally)")
     train.add_argument("--train", required=True, help="file, directory or s3:// prefix")
-    train.add_argument("--validation", required=True, help="file, directory or s3:// prefix")
+    train.add_argument(
+        "--validation", help="file, directory or s3:// prefix (or --split to hold out of --train)"
+    )
     train.add_argument("--test", help="file, directory or s3:// prefix")
+    add_split_arguments(train)
     train.add_argument("--out", required=True, type=Path, help="where model.tar.gz goes")
-    train.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=HP_HELP,
+    )
     train.add_argument("--work", type=Path, help="job directory (kept; enables resume)")
     _publish_options(train)
     train.set_defaults(func=cmd_train)
 
     default = commands.add_parser("train-default", help="retrain the committed default model")
-    default.add_argument("--data", type=Path, default=CONLL_DIR)
-    default.add_argument("--work", type=Path, default=REPO / "runs" / "default")
-    default.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE")
+    default.add_argument(
+        "--data", type=Path, default=CONLL_DIR, help="CoNLL-2003 directory (train/valid/test.txt)"
+    )
+    default.add_argument(
+        "--work",
+        type=Path,
+        default=REPO / "runs" / "default",
+        help="job directory, kept between stages (default: runs/default)",
+    )
+    default.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=HP_HELP,
+    )
     default.set_defaults(func=cmd_train_default)
 
     evaluate = commands.add_parser("evaluate", help="entity F1 of an artifact on a dataset")
     evaluate.add_argument("--model", required=True, help="model.tar.gz, directory or s3:// URI")
-    evaluate.add_argument("--data", required=True, type=Path)
+    evaluate.add_argument(
+        "--data", required=True, type=Path, help="labelled file (any training data format)"
+    )
     evaluate.add_argument("--aggregation", default="simple", choices=AGGREGATIONS)
     evaluate.add_argument("--decoding", default="viterbi", choices=DECODINGS)
     evaluate.add_argument("--documents", action="store_true", help="whole documents as one text")
+    evaluate.add_argument(
+        "--label-map",
+        metavar="JSON",
+        help='rename the data\'s entity types ("O" drops one), e.g. \'{"geo": "LOC"}\' '
+        "(default: the label_map the model was trained with)",
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
     return parser
@@ -105,14 +151,43 @@ def _publish_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    hyperparameters = _parse_hp(args.hp)
-    work = args.work or Path(tempfile.mkdtemp(prefix="nerkit-train-"))
+    hyperparameters = {**_parse_hp(args.hp), **split_arguments_as_hyperparameters(args)}
     channels = {"train": args.train, "validation": args.validation, "test": args.test}
-    tar_path = run_local_job(work, channels, hyperparameters, args.out)
-    print(json.dumps({"model": str(tar_path), "work": str(work)}))
+    if args.work:
+        tar_path = run_local_job(args.work, channels, hyperparameters, args.out)
+        log.info(
+            "work directory %s kept (%s: checkpoints to resume or extend this run); delete it "
+            "when done",
+            args.work,
+            _megabytes(_tree_bytes(args.work)),
+        )
+        work: str | None = str(args.work)
+    else:
+        # Without --work nothing is kept: the job directory (checkpoints of hundreds of MB)
+        # goes whether the run succeeds or fails.
+        with tempfile.TemporaryDirectory(prefix="nerkit-train-") as temporary:
+            tar_path = run_local_job(Path(temporary), channels, hyperparameters, args.out)
+        work = None
+    print(
+        json.dumps(
+            {
+                "model": str(tar_path),
+                "bytes": tar_path.stat().st_size,
+                "work": work,
+            }
+        )
+    )
     if args.uri:
         return _publish_and_report(tar_path, args)
     return ExitCode.OK
+
+
+def _tree_bytes(directory: Path) -> int:
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
 
 
 def cmd_train_default(args: argparse.Namespace) -> int:
@@ -144,15 +219,34 @@ def run_local_job(
     for name, source in channels.items():
         if source:
             _stage_channel(source, paths.channel(name))
+        else:  # a channel of an earlier run in this work directory is not this run's
+            shutil.rmtree(paths.channel(name), ignore_errors=True)
     paths.hyperparameters.parent.mkdir(parents=True, exist_ok=True)
     paths.hyperparameters.write_text(json.dumps(hyperparameters, indent=2))
-    run_job(paths)
+    try:
+        run_job(paths)
+    except DataError as exc:
+        # The job names its channel directories; the user knows the paths they gave.
+        message = str(exc)
+        for name, source in channels.items():
+            if source:
+                message = message.replace(str(paths.channel(name)), f"--{name} {source}")
+        raise DataError(message) from None
     out.mkdir(parents=True, exist_ok=True)
     tar_path = out / "model.tar.gz"
     artifact.pack(paths.model_dir, tar_path)
     for extra in sorted(paths.output_data.glob("*")):
         if extra.suffix in (".md", ".png"):
             shutil.copy(extra, out / extra.name)
+    manifest = artifact.read_manifest(paths.model_dir)
+    log.info(
+        "model: %s (%s), validation F1 %.4f, quantization %s: %s",
+        tar_path,
+        _megabytes(tar_path.stat().st_size),
+        manifest["metrics"]["validation"]["f1"],
+        manifest["quantization"],
+        manifest["quantization_choice"]["reason"],
+    )
     return tar_path
 
 
@@ -189,14 +283,55 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="nerkit-eval-") as cache:
         loaded = open_source(str(args.model), Path(cache)).fetch()
         engine = NerEngine.load(loaded.path, threads=os.cpu_count() or 1)
-        examples = load_examples(args.data)
+        label_map = _evaluation_label_map(args.label_map, loaded.manifest)
+        examples = load_examples(args.data, label_map=label_map)
+        _check_types_overlap(_model_types(loaded.manifest), examples, label_map)
         if args.documents:
             examples = join_documents(examples)
         scores = engine_scores(
             engine, examples, aggregation=args.aggregation, decoding=args.decoding
         )
-    print(json.dumps({"model": loaded.version, "data": str(args.data), **scores}, indent=2))
+    report = {"model": loaded.version, "data": str(args.data), "label_map": label_map}
+    print(json.dumps({**report, **scores}, indent=2))
     return ExitCode.OK
+
+
+def _evaluation_label_map(given: str | None, manifest: dict[str, Any]) -> dict[str, str] | None:
+    """``--label-map``, else the one the model was trained with (its manifest's)."""
+    if given is not None:
+        return parse_label_map(given)
+    trained_with = manifest.get("hyperparameters", {}).get("label_map", "")
+    mapping = parse_label_map(trained_with)
+    if mapping:
+        log.info("gold types renamed with the model's label_map: %s", trained_with)
+    return mapping
+
+
+def _model_types(manifest: dict[str, Any]) -> set[str]:
+    return {label[2:] for label in manifest["labels"] if label != "O"}
+
+
+def _check_types_overlap(
+    model_types: set[str], examples: list[Example], label_map: dict[str, str] | None
+) -> None:
+    """Refuse a score that could only be 0 (no type in common); warn on gold types the
+    model never predicts (each of their entities counts as missed)."""
+    gold_types = set(entity_types(examples))
+    if gold_types and not gold_types & model_types:
+        raise ValueError(
+            f"the data's entity types ({', '.join(sorted(gold_types))}) and the model's "
+            f"({', '.join(sorted(model_types))}) have none in common"
+            f"{' after label_map ' + json.dumps(label_map) if label_map else ''}; rename the "
+            """data's types with --label-map '{"geo": "LOC", ...}'"""
+        )
+    unknown = sorted(gold_types - model_types)
+    if unknown:
+        log.warning(
+            "the model does not predict %s: their gold entities count as missed "
+            '(rename or drop them with --label-map, e.g. \'{"%s": "O"}\')',
+            ", ".join(unknown),
+            unknown[0],
+        )
 
 
 def _publish_and_report(tar_path: Path, args: argparse.Namespace) -> int:
@@ -204,7 +339,7 @@ def _publish_and_report(tar_path: Path, args: argparse.Namespace) -> int:
     decision, pointer = publish(
         store, tar_path, min_f1=args.min_f1, must_beat_live=args.must_beat_live
     )
-    print(json.dumps({"gate": asdict(decision), "live": asdict(pointer) if pointer else None}))
+    print(json.dumps(publish_report(store, decision, pointer)))
     return ExitCode.OK if decision.passed else ExitCode.GATE_REFUSED
 
 

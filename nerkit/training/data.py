@@ -65,6 +65,10 @@ _CSV_ALIASES = {
     "document": ("document", "document #", "document_id", "doc_id"),
 }
 _CSV_REQUIRED = {"sentence": "Sentence #", "word": "Word", "tag": "Tag"}
+# A text file holds no NUL and almost no C0 control bytes other than the blanks.
+_BINARY_SNIFF_BYTES = 8192
+_TEXT_CONTROLS = frozenset(b"\t\n\r\f\v")
+_MAX_CONTROL_FRACTION = 0.01
 # Only ASCII blanks separate CoNLL columns: a no-break space belongs to its token.
 _ASCII_BLANKS = " \t\r\f\v"
 
@@ -123,7 +127,8 @@ def load_channel(channel_dir: Path, **kw: Any) -> list[Example]:
     files = _channel_files(channel_dir, any_extension=kw.get("format") is not None)
     if not files:
         raise DataError(
-            f"{channel_dir}: no data files in the channel (expected {', '.join(EXTENSIONS)})"
+            f"{channel_dir}: no data files in the channel (expected {', '.join(EXTENSIONS)}, "
+            f"or name the format of other files with data_format={'|'.join(FORMATS[:3])})"
         )
     examples: list[Example] = []
     for path in files:
@@ -185,6 +190,7 @@ def _load_bytes(
         raise DataError(f"{name}: unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
     if fmt == "zip":
         return _load_zip(data, name, encoding=encoding, label_map=label_map)
+    _check_text(data, name)
     text = _decode(data, name, encoding)
     if fmt == "jsonl":
         examples = _parse_jsonl(text, name)
@@ -216,6 +222,17 @@ def _detect_format(name: str, data: bytes) -> str:
         f"{name}: cannot tell the format from the name or content; "
         f"pass format= (one of {', '.join(FORMATS)})"
     )
+
+
+def _check_text(data: bytes, name: str) -> None:
+    """Refuse binary files (images, gzip, spreadsheets) before their bytes reach a message."""
+    head = data[:_BINARY_SNIFF_BYTES]
+    controls = sum(1 for byte in head if byte < 0x20 and byte not in _TEXT_CONTROLS)
+    if b"\x00" in head or controls > len(head) * _MAX_CONTROL_FRACTION:
+        raise DataError(
+            f"{name}: looks binary, not a text data file; expected CoNLL text, CSV or JSONL "
+            f"(or a .zip of them)"
+        )
 
 
 def _decode(data: bytes, name: str, encoding: str | None) -> str:

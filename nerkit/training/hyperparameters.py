@@ -41,6 +41,10 @@ class Hyperparameters(BaseModel):
     entity_types: str = ""  # comma-separated; empty = from the training data
     label_map: str = ""  # JSON object renaming entity types, e.g. {"geo": "LOC"}
     data_format: str = ""  # conll | csv | jsonl; empty = detect
+    # Without a validation channel: hold out these fractions of train (nerkit.training.split).
+    validation_split: float = 0.0
+    test_split: float = 0.0
+    max_sentences: int = 0  # > 0: only the first N sentences of each channel (quick trials)
     name: str = "ner"
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
@@ -63,12 +67,17 @@ class Hyperparameters(BaseModel):
             "quantize must be int8 or none": self.quantize in ("int8", "none"),
             "label_smoothing must be in [0, 1)": 0 <= self.label_smoothing < 1,
             "transition_weight must be >= 0": self.transition_weight >= 0,
+            "validation_split must be in [0, 1)": 0 <= self.validation_split < 1,
+            "test_split must be in [0, 1)": 0 <= self.test_split < 1,
+            "validation_split + test_split must be < 1": self.validation_split + self.test_split
+            < 1,
+            "test_split needs validation_split": self.test_split == 0 or self.validation_split > 0,
+            "max_sentences must be >= 0": self.max_sentences >= 0,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
             raise ValueError("; ".join(failed))
-        if self.label_map and not isinstance(json.loads(self.label_map), dict):
-            raise ValueError("label_map must be a JSON object")
+        parse_label_map(self.label_map)
         return self
 
     @property
@@ -78,10 +87,29 @@ class Hyperparameters(BaseModel):
 
     @property
     def label_mapping(self) -> dict[str, str] | None:
-        return json.loads(self.label_map) if self.label_map else None
+        return parse_label_map(self.label_map)
 
     def as_strings(self) -> dict[str, str]:
         return {name: str(value) for name, value in self.model_dump().items()}
+
+
+def parse_label_map(text: str) -> dict[str, str] | None:
+    """The ``label_map`` hyperparameter (``None`` when empty); a ``ValueError`` naming it."""
+    if not text.strip():
+        return None
+    example = 'such as {"geo": "LOC", "per": "PER"}'
+    try:
+        mapping = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"label_map is not valid JSON ({exc.msg} at column {exc.colno}): {text!r}; "
+            f"give a JSON object {example}"
+        ) from None
+    if not isinstance(mapping, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) and value for key, value in mapping.items()
+    ):
+        raise ValueError(f"label_map must be a JSON object of type names {example}, got {text!r}")
+    return mapping
 
 
 def _explain(exc: ValidationError) -> str:

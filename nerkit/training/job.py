@@ -39,6 +39,7 @@ from nerkit.training.manifest import build_manifest
 from nerkit.training.paths import JobPaths
 from nerkit.training.quantization import export_and_choose
 from nerkit.training.served import engine_confusion, served_metrics
+from nerkit.training.split import first_sentences, split_examples
 from nerkit.training.train import train
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class JobData:
     train: list[Example]
     validation: list[Example]
     test: list[Example]
+    split: dict[str, Any] | None  # how validation/test were held out of train, if they were
 
 
 def main() -> int:
@@ -119,10 +121,11 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
         manifest = build_manifest(
             hp,
             base_dir,
-            choice.chosen.quantization,
+            choice.record(),
             served,
             result,
             {"train": data.train, "validation": data.validation, "test": data.test},
+            split=data.split,
         )
 
         # 7. Write the artifact where SageMaker collects it; card and plots go to output/data.
@@ -138,8 +141,7 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
         )
         (paths.output_data / "metrics.json").write_text(json.dumps(final["metrics"], indent=2))
         log.info(
-            "artifact written to %s: validation F1 %.4f (%s)",
-            paths.model_dir,
+            "model written: validation F1 %.4f, quantization %s",
             final["metrics"]["validation"]["f1"],
             choice.chosen.quantization,
         )
@@ -149,12 +151,38 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
 
 
 def load_data(paths: JobPaths, hp: Hyperparameters) -> JobData:
-    """Read the channels; the model predicts ``entity_types`` or every type of the train set."""
+    """Read the channels (or split train, ``validation_split``); the model predicts
+    ``entity_types`` or every type of the train set."""
     options: dict[str, Any] = {"format": hp.data_format or None, "label_map": hp.label_mapping}
-    train_examples = load_channel(paths.channel("train"), **options)
-    validation = load_channel(paths.channel("validation"), **options)
-    test_dir = paths.channel("test")
-    test = load_channel(test_dir, **options) if test_dir.is_dir() else []
+
+    def channel(name: str) -> list[Example]:
+        examples = load_channel(paths.channel(name), **options)
+        return first_sentences(examples, hp.max_sentences, name)
+
+    given = {name for name in ("validation", "test") if paths.channel(name).is_dir()}
+    split_record = None
+    if hp.validation_split > 0:
+        held_out = {"validation", *(["test"] if hp.test_split > 0 else [])}
+        if given & held_out:
+            raise ValueError(
+                f"both a {'/'.join(sorted(given & held_out))} channel and validation_split/"
+                "test_split: give the held-out data or the fractions, not both"
+            )
+        split = split_examples(
+            channel("train"), validation=hp.validation_split, test=hp.test_split, seed=hp.seed
+        )
+        train_examples, validation, test = split.train, split.validation, split.test
+        split_record = split.record
+        if "test" in given:
+            test = channel("test")
+    elif "validation" not in given:
+        raise ValueError(
+            "no validation data: give a validation channel (--validation), or hold out part "
+            "of train with validation_split (--split 0.1)"
+        )
+    else:
+        train_examples, validation = channel("train"), channel("validation")
+        test = channel("test") if "test" in given else []
     types = hp.entity_type_list or entity_types(train_examples)
     if not types:
         raise ValueError("the training data holds no entities: nothing to learn")
@@ -163,6 +191,7 @@ def load_data(paths: JobPaths, hp: Hyperparameters) -> JobData:
         train=_only_types(train_examples, set(types)),
         validation=_only_types(validation, set(types)),
         test=_only_types(test, set(types)),
+        split=split_record,
     )
     log.info(
         "data: %d train, %d validation, %d test sentences; labels %s",

@@ -71,12 +71,16 @@ def untrained_manifest(
 def build_manifest(
     hp: Hyperparameters,
     base_dir: Path,
-    quantization: str,
+    quantization_choice: dict[str, Any],
     served: dict[str, Any],
     result: TrainResult,
     data: dict[str, list[Example]],
+    *,
+    split: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The released model's manifest; ``served`` are its metrics through the engine."""
+    """The released model's manifest; ``quantization_choice``: what export kept and why
+    (``Choice.record``); ``served`` are its metrics through the engine;
+    ``split``: how validation/test were held out of the train input (``data.split``)."""
     now = datetime.now(UTC)
     return {
         "name": hp.name,
@@ -85,7 +89,8 @@ def build_manifest(
         "created_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "base_model": describe_base_model(hp.base_model),
         **result_serving_fields(hp, result),
-        "quantization": quantization,
+        "quantization": quantization_choice["chosen"],
+        "quantization_choice": quantization_choice,
         "metrics": {
             **served,
             "evaluation": EVALUATION,
@@ -98,9 +103,12 @@ def build_manifest(
         "hyperparameters": hp.as_strings(),
         "training": {"seconds": round(result.train_seconds, 1), "hardware": _hardware()},
         "data": {
-            name: {"sentences": len(examples), "sha256": fingerprint(examples)}
-            for name, examples in data.items()
-            if examples
+            **{
+                name: {"sentences": len(examples), "sha256": fingerprint(examples)}
+                for name, examples in data.items()
+                if examples
+            },
+            **({"split": split} if split else {}),
         },
         "software": {pkg: metadata.version(pkg) for pkg in SOFTWARE},
     }

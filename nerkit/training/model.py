@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoModel
+from transformers.utils import logging as hf_logging
 
 from nerkit.features import CASING_VOCAB_SIZE
+
+log = logging.getLogger(__name__)
 
 
 class TokenClassifier(nn.Module):
@@ -48,8 +54,23 @@ class TokenClassifier(nn.Module):
     def from_pretrained(
         cls, base_model: str | Path, num_labels: int, *, casing: bool, dropout: float = 0.1
     ) -> TokenClassifier:
-        # add_pooling_layer=False: the pooler is unused for token classification.
-        encoder = AutoModel.from_pretrained(str(base_model), add_pooling_layer=False)
+        # add_pooling_layer=False: the pooler is unused for token classification, so its
+        # weights in the checkpoint are expected leftovers. transformers reports them in a
+        # colour-coded table on every load (with a "not sharded" list and a progress bar of a
+        # sub-second load); it is quieted here and only surprises are logged.
+        with _transformers_quiet():
+            encoder, info = AutoModel.from_pretrained(
+                str(base_model), add_pooling_layer=False, output_loading_info=True
+            )
+        unexpected = sorted(k for k in info["unexpected_keys"] if not k.startswith("pooler."))
+        if unexpected or info["missing_keys"]:
+            log.warning(
+                "base model %s: weights not used: %s; weights not in the checkpoint "
+                "(initialised at random): %s",
+                base_model,
+                unexpected or "none",
+                sorted(info["missing_keys"]) or "none",
+            )
         return cls(encoder, num_labels, casing=casing, dropout=dropout)
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -60,3 +81,18 @@ class TokenClassifier(nn.Module):
             "dropout": self.dropout.p,
             "weights": self.state_dict(),
         }
+
+
+@contextmanager
+def _transformers_quiet() -> Iterator[None]:
+    library = logging.getLogger("transformers")
+    level = library.level
+    bars = hf_logging.is_progress_bar_enabled()
+    library.setLevel(logging.ERROR)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        library.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from nerkit.training.export import (
 )
 from nerkit.training.hyperparameters import Hyperparameters
 from nerkit.training.manifest import result_serving_fields, untrained_manifest
+from nerkit.training.progress import stage
 from nerkit.training.served import engine_scores
 from nerkit.training.train import TrainResult
 
@@ -50,8 +52,24 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Choice:
+    """The artifact kept, the fp32 reference, every int8 variant tried, and why."""
+
     chosen: Candidate
     fp32: Candidate
+    tried: tuple[Candidate, ...]
+    reason: str
+
+    def record(self) -> dict[str, Any]:
+        """The manifest's ``quantization_choice``: what was kept, why, and what was measured."""
+        return {
+            "chosen": self.chosen.quantization,
+            "reason": self.reason,
+            "max_f1_loss": MAX_QUANTIZATION_F1_LOSS,
+            "validation_f1": {
+                candidate.quantization: candidate.scores["f1"]
+                for candidate in (self.fp32, *self.tried)
+            },
+        }
 
 
 def export_and_choose(
@@ -72,6 +90,7 @@ def export_and_choose(
 
     def candidate(onnx_path: Path, quantization: str) -> Candidate:
         directory = work / f"artifact-{quantization}"
+        log.info("candidate %s: validation through the serving engine", quantization)
         build_artifact(
             directory,
             onnx_path=onnx_path,
@@ -81,37 +100,70 @@ def export_and_choose(
         return Candidate(directory, quantization, engine_scores(_engine(directory), validation))
 
     fp32 = candidate(fp32_onnx, "none")
-    if hp.quantize == "int8":
-        for quantization, embeddings in INT8_VARIANTS:
-            int8_onnx = work / f"model.{quantization}.onnx"
+    if hp.quantize != "int8":
+        return _chosen(Choice(fp32, fp32, (), "fp32 as asked (quantize=none)"))
+    tried: list[Candidate] = []
+    for quantization, embeddings in INT8_VARIANTS:
+        int8_onnx = work / f"model.{quantization}.onnx"
+        with stage(f"quantizing to {quantization}"), _onnxruntime_notes_quiet():
             quantize_int8(fp32_onnx, int8_onnx, quantize_embeddings=embeddings)
-            int8 = candidate(int8_onnx, quantization)
-            loss = fp32.scores["f1"] - int8.scores["f1"]
-            log.info(
-                "%s: validation F1 %.4f (fp32 %.4f, loss %.4f)",
-                quantization,
-                int8.scores["f1"],
-                fp32.scores["f1"],
-                loss,
+        int8 = candidate(int8_onnx, quantization)
+        tried.append(int8)
+        loss = fp32.scores["f1"] - int8.scores["f1"]
+        if loss <= MAX_QUANTIZATION_F1_LOSS:
+            reason = (
+                f"{quantization}: validation F1 {int8.scores['f1']:.4f} against fp32 "
+                f"{fp32.scores['f1']:.4f}, a loss of {loss:.4f} within the "
+                f"{MAX_QUANTIZATION_F1_LOSS} allowed"
             )
-            if loss <= MAX_QUANTIZATION_F1_LOSS:
-                return Choice(chosen=int8, fp32=fp32)
-    return Choice(chosen=fp32, fp32=fp32)
+            return _chosen(Choice(int8, fp32, tuple(tried), reason))
+    losses = ", ".join(f"{c.quantization} {fp32.scores['f1'] - c.scores['f1']:.4f}" for c in tried)
+    reason = (
+        f"fp32 kept, about 4x larger, because int8 lost more validation F1 than the "
+        f"{MAX_QUANTIZATION_F1_LOSS} allowed (fp32 {fp32.scores['f1']:.4f}; loss: {losses})"
+    )
+    return _chosen(Choice(fp32, fp32, tuple(tried), reason))
+
+
+def _chosen(choice: Choice) -> Choice:
+    if choice.chosen is choice.fp32 and choice.tried:
+        log.warning("quantization: %s", choice.reason)
+    else:
+        log.info("quantization: %s", choice.reason)
+    return choice
+
+
+@contextmanager
+def _onnxruntime_notes_quiet() -> Iterator[None]:
+    """ONNX Runtime's graph tools log at INFO what they do to every node: a line per tensor
+    without static quantization parameters (all activations, as dynamic quantization
+    intends), each fusion and removed reshape. The summary that matters is logged here
+    ("fused operators", the quantization choice); their warnings and errors still show.
+    Training is single-threaded around these calls, so the process-wide switch is safe."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 def _export_fp32(result: TrainResult, hp: Hyperparameters, work: Path) -> Path:
     """The fp32 ONNX graph, fused where ONNX Runtime's BERT patterns apply."""
     exported = work / "model.fp32.onnx"
-    export_onnx(result.model, exported, with_casing=hp.casing)
+    with stage("exporting to ONNX (fp32)"):
+        export_onnx(result.model, exported, with_casing=hp.casing)
     config = result.model.encoder.config
     if config.model_type != "bert":  # the fusions are ONNX Runtime's BERT patterns
         return exported
     fused = work / "model.fused.onnx"
-    ops = fuse_transformer(
-        exported, fused, num_heads=config.num_attention_heads, hidden_size=config.hidden_size
-    )
+    with stage("fusing the transformer graph"), _onnxruntime_notes_quiet():
+        ops = fuse_transformer(
+            exported, fused, num_heads=config.num_attention_heads, hidden_size=config.hidden_size
+        )
     log.info("fused operators: %s", ops)
-    check_onnx(result.model, fused, with_casing=hp.casing)
+    with stage("checking the fused graph against torch"):
+        check_onnx(result.model, fused, with_casing=hp.casing)
     return fused
 
 

@@ -7,13 +7,17 @@ engine's tokenization, windows and decoding, so its metrics are what the API ret
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from nerkit.engine import NerEngine
 from nerkit.labels import Span
 from nerkit.metrics import entity_confusion, entity_scores
 from nerkit.training.data import Example
+from nerkit.training.progress import stage
 
+# Evaluations from this many texts up log their start and end (about a minute on a CPU).
+LONG_EVALUATION_TEXTS = 1000
 # What the manifest's served metrics mean (recorded next to them).
 EVALUATION = (
     "entity-level micro P/R/F1 on raw text through nerkit.engine (the API defaults: "
@@ -29,7 +33,12 @@ def engine_predictions(
 
     ``options`` (``aggregation``, ``decoding``) default to the engine's, as for API callers.
     """
-    predicted = engine.predict([ex.text for ex in examples], **options)
+    # One call: the engine batches windows of all texts together, and int8 activations are
+    # quantized per batch, so splitting the call for progress would change the scores. Only
+    # a long one is announced.
+    long = len(examples) >= LONG_EVALUATION_TEXTS
+    with stage(f"engine predictions on {len(examples)} texts") if long else nullcontext():
+        predicted = engine.predict([ex.text for ex in examples], **options)
     return [[Span(e.start, e.end, e.entity_group) for e in row] for row in predicted]
 
 

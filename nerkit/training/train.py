@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from nerkit.decoding import TransitionPrior, best_path, softmax, transition_prior
@@ -36,8 +35,12 @@ from nerkit.training.encode import (
 )
 from nerkit.training.hyperparameters import Hyperparameters
 from nerkit.training.model import TokenClassifier
+from nerkit.training.progress import progress
 
 log = logging.getLogger(__name__)
+
+# Batches the running loss of a progress line averages over.
+LOSS_WINDOW = 50
 
 
 @dataclass
@@ -103,7 +106,8 @@ def predict_spans(
     window_probs: list[np.ndarray] = []
     model.eval()
     with torch.inference_mode():
-        for start in range(0, len(windows), batch_size):
+        starts = range(0, len(windows), batch_size)
+        for start in progress(starts, len(starts), "validation (torch)"):
             batch = windows[start : start + batch_size]
             tensors = to_tensors(batch, pad_id, next(model.parameters()).device)
             logits = model(tensors["input_ids"], tensors["attention_mask"], tensors["casing_ids"])
@@ -234,7 +238,13 @@ def train(
             batches = batches[: hp.max_steps - step]
         model.train()
         losses: list[float] = []
-        for index, batch in enumerate(_progress(batches, epoch)):
+        batches_shown = progress(
+            batches,
+            len(batches),
+            f"epoch {epoch}/{n_epochs} training",
+            detail=functools.partial(_running_loss, losses),
+        )
+        for batch in batches_shown:
             tensors = to_tensors(batch, pad_id, device)
             logits = model(tensors["input_ids"], tensors["attention_mask"], tensors["casing_ids"])
             loss = loss_fn(logits.reshape(-1, logits.shape[-1]), tensors["labels"].reshape(-1))
@@ -245,14 +255,6 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             step += 1
-            if not sys.stderr.isatty() and (index + 1) % LOG_EVERY == 0:
-                log.info(
-                    "epoch %d step %d/%d loss %.4f",
-                    epoch,
-                    step,
-                    total_steps,
-                    float(np.mean(losses[-LOG_EVERY:])),
-                )
         scores = evaluate(model, validation_examples, val_sentences, tokenizer, labels, hp, prior)
         record = EpochRecord(
             epoch=epoch,
@@ -289,14 +291,8 @@ def train(
     return result
 
 
-LOG_EVERY = 50
-
-
-def _progress(batches: list[list[Window]], epoch: int) -> Any:
-    """A progress bar on a terminal; log lines elsewhere (SageMaker sends stderr to logs)."""
-    if sys.stderr.isatty():
-        return tqdm(batches, desc=f"epoch {epoch}", unit="batch")
-    return batches
+def _running_loss(losses: list[float]) -> str:
+    return f"loss {np.mean(losses[-LOSS_WINDOW:]):.4f}" if losses else "loss -"
 
 
 def _optimizer(model: TokenClassifier, hp: Hyperparameters) -> torch.optim.Optimizer:

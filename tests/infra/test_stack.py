@@ -474,6 +474,32 @@ def test_start_cli_input_satisfies_the_state_machine(definition: dict[str, Any])
     assert test_rule["Variable"] == "$.channels.test"
 
 
+def test_a_run_without_validation_channel_trains_on_train_only(
+    definition: dict[str, Any],
+) -> None:
+    """Input that nerkit.pipeline.start builds with --split reaches the TrainSplit state."""
+    states = definition["States"]
+    required = [rule["Variable"] for rule in states["ValidateInput"]["Choices"][0]["And"]]
+    sent = build_input(
+        job_name="nerkit-prod-1",
+        channels={"train": "s3://b/datasets/t"},
+        hyperparameters={"validation_split": "0.1"},
+    )
+    assert required == ["$.jobName", "$.channels.train", "$.hyperparameters"]
+    assert sent["jobName"] and sent["channels"]["train"] and "hyperparameters" in sent
+    (rule,) = states["HasValidationChannel"]["Choices"]
+    assert rule == {
+        "Variable": "$.channels.validation",
+        "IsPresent": True,
+        "Next": "HasTestChannel",
+    }
+    assert "validation" not in sent["channels"]
+    assert states["HasValidationChannel"]["Default"] == "TrainSplit"
+    split = states["TrainSplit"]["Parameters"]["InputDataConfig"]
+    assert [channel["ChannelName"] for channel in split] == ["train"]
+    assert states["TrainSplit"]["Next"] == "Gate"
+
+
 def test_state_machine_logs_everything_and_traces_only_with_tracing(raw: dict[str, Any]) -> None:
     _, machine = only(raw, "AWS::StepFunctions::StateMachine", "Training")
     props = machine["Properties"]

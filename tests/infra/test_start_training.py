@@ -192,3 +192,53 @@ def test_cli_reports_bad_arguments_without_starting_anything(
     assert exited.value.code == 2
     assert "outside s3://nerkit-data/datasets/" in capsys.readouterr().err
     assert sfn.list_executions(stateMachineArn=state_machine_arn)["executions"] == []
+
+
+def test_cli_starts_a_run_that_splits_one_input(
+    sfn: Any, state_machine_arn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "--stack-output", str(outputs_file(tmp_path, state_machine_arn)),
+        "--train", f"{DATASETS}/mine/", "--split", "0.1,0.05", "--max-sentences", "500",
+    ]  # fmt: skip
+
+    assert main(argv, client=sfn) == 0
+
+    sent = json.loads(capsys.readouterr().out)["input"]
+    assert sent["channels"] == {"train": f"{DATASETS}/mine/"}
+    assert sent["hyperparameters"] == {
+        "validation_split": "0.1",
+        "test_split": "0.05",
+        "max_sentences": "500",
+    }
+
+
+@pytest.mark.parametrize(
+    ("channels", "hyperparameters", "message"),
+    [
+        ({"train": "s3://b/t"}, {}, r"missing channel: validation \(give --validation, or --split"),
+        ({"train": "s3://b/t", "validation": "s3://b/v"}, {"validation_split": "0.1"},
+         "not both"),
+        ({"train": "s3://b/t", "test": "s3://b/x"}, {"validation_split": "0.1"},
+         "a test channel needs a validation channel"),
+        ({"train": "s3://b/t"}, {"validation_split": "a tenth"}, "is not a number"),
+    ],
+)  # fmt: skip
+def test_validation_comes_from_a_channel_or_a_split(
+    channels: dict[str, str], hyperparameters: dict[str, str], message: str
+) -> None:
+    with pytest.raises(StartError, match=message):
+        build_input(job_name="nerkit-prod-1", channels=channels, hyperparameters=hyperparameters)
+
+
+def test_cli_refuses_a_bad_split(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = [
+        "--stack-output", str(outputs_file(tmp_path, "arn:aws:states:::x")),
+        "--train", f"{DATASETS}/mine/", "--split", "0.6,0.5",
+    ]  # fmt: skip
+
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+
+    assert exited.value.code == 2
+    assert "leave nothing to train on" in capsys.readouterr().err

@@ -13,12 +13,14 @@ from nerkit.engine import NerEngine
 from nerkit.labels import Span
 from nerkit.metrics import entity_confusion, entity_scores
 from nerkit.training.data import Example
+from nerkit.training.recasing import LOWER, UPPER, recase_all
 
 # What the manifest's served metrics mean (recorded next to them).
 EVALUATION = (
     "entity-level micro P/R/F1 on raw text through nerkit.engine (the API defaults: "
     "aggregation simple, decoding viterbi); *_documents = whole documents as one text; "
-    "*_argmax = without BIO-constrained decoding"
+    "*_argmax = without BIO-constrained decoding; *_lower / *_upper = the same text "
+    "lowercased / uppercased"
 )
 
 
@@ -38,6 +40,15 @@ def engine_scores(engine: NerEngine, examples: Sequence[Example], **options: str
     return entity_scores(
         [ex.spans for ex in examples], engine_predictions(engine, examples, **options)
     )
+
+
+def casing_scores(
+    engine: NerEngine, examples: Sequence[Example], casings: Sequence[str], **options: str
+) -> dict[str, dict[str, Any]]:
+    """:func:`engine_scores` of the examples as written, lowercased or uppercased, by casing."""
+    return {
+        casing: engine_scores(engine, recase_all(examples, casing), **options) for casing in casings
+    }
 
 
 def engine_confusion(engine: NerEngine, examples: Sequence[Example]) -> dict[str, dict[str, int]]:
@@ -76,7 +87,7 @@ def served_metrics(
     *,
     fp32_engine: NerEngine | None = None,
 ) -> dict[str, Any]:
-    """The released artifact's metrics beyond validation F1 (test, documents, argmax).
+    """The released artifact's metrics beyond validation F1 (test, documents, argmax, casing).
 
     ``fp32_engine`` (the unquantized model) adds ``test_fp32`` for comparison.
     """
@@ -88,4 +99,8 @@ def served_metrics(
         served["test_documents"] = engine_scores(engine, join_documents(test))
         served["test_argmax"] = engine_scores(engine, test, decoding="argmax")
     served["validation_documents"] = engine_scores(engine, join_documents(validation))
+    for split, examples in (("validation", validation), ("test", test)):
+        if examples:
+            for casing, scores in casing_scores(engine, examples, (LOWER, UPPER)).items():
+                served[f"{split}_{casing}"] = scores
     return served

@@ -519,6 +519,31 @@ def test_cli_evaluates_the_text_as_written_lowercased_and_uppercased(
     assert "comma-separated list of as-written, lower, upper" in capsys.readouterr().err
 
 
+def test_a_reference_must_hold_a_held_out_validation_f1(
+    tiny_artifact_tar: Path, tmp_path: Path
+) -> None:
+    from nerkit.errors import ArtifactError
+    from nerkit.training import cli
+
+    model_dir = tmp_path / "reference"
+    manifest = artifact.extract(tiny_artifact_tar, model_dir)
+    with pytest.raises(ArtifactError, match=r"has no metrics\.validation\.f1"):
+        cli._reference_hyperparameters(str(model_dir))
+
+    scored = {**manifest, "metrics": {"validation": {"f1": 0.91}}}
+    artifact.write_manifest(model_dir, scored)
+    assert cli._reference_hyperparameters(str(model_dir)) == {
+        "reference_validation_f1": "0.91",
+        "reference_model": f"{manifest['version']}, trained on train",
+    }
+    # A model that saw validation cannot vouch for a score there.
+    artifact.write_manifest(
+        model_dir, {**scored, "training": {"channels": ["train", "validation"]}}
+    )
+    with pytest.raises(ValueError, match="was trained on validation"):
+        cli._reference_hyperparameters(str(model_dir))
+
+
 @pytest.mark.slow
 def test_release_on_train_and_validation_is_gated_on_the_reference_run(
     moto_s3: Any,

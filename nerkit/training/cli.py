@@ -188,6 +188,11 @@ def _reference_hyperparameters(model: str) -> dict[str, str]:
     with tempfile.TemporaryDirectory(prefix="nerkit-reference-") as cache:
         manifest = open_source(model, Path(cache)).fetch().manifest
     channels = manifest.get("training", {}).get("channels", ["train"])
+    if "validation" in channels:
+        raise ValueError(
+            f"reference {manifest['version']} was trained on validation: its validation F1 "
+            "is not held out (give the run of the same recipe on train alone)"
+        )
     return {
         "reference_validation_f1": str(gate_metric(manifest)),
         "reference_model": f"{manifest['version']}, trained on {', '.join(channels)}",

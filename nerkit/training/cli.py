@@ -88,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     _publish_options(train)
     train.set_defaults(func=cmd_train)
 
-    default = commands.add_parser("train-default", help="retrain the committed default model")
+    default = commands.add_parser(
+        "train-default", help="train the default model's recipe (replaces models/default)"
+    )
     default.add_argument("--data", type=Path, default=CONLL_DIR)
     default.add_argument("--work", type=Path, default=REPO / "runs" / "default")
     default.add_argument("--release-work", type=Path, default=REPO / "runs" / "default-release")

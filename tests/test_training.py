@@ -489,24 +489,174 @@ def test_cli_evaluates_an_artifact_with_each_decoding(
     assert "invalid choice: 'beam'" in capsys.readouterr().err
 
 
-def test_train_default_runs_its_stages_in_one_work_directory(
+def test_cli_evaluates_the_text_as_written_lowercased_and_uppercased(
+    tiny_artifact_tar: Path, conll_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nerkit.engine import NerEngine
+    from nerkit.training import cli
+    from nerkit.training.recasing import recase_all
+
+    artifact.extract(tiny_artifact_tar, conll_file.parent / "tiny-casing")
+    engine = NerEngine.load(conll_file.parent / "tiny-casing")
+    examples = load_examples(conll_file)
+    args = ["evaluate", "--model", str(tiny_artifact_tar), "--data", str(conll_file)]
+    assert cli.main([*args, "--casing", "as-written,lower,upper"]) == 0
+    report = json.loads(capsys.readouterr().out)["casing"]
+    assert list(report) == ["as-written", "lower", "upper"]
+    for casing, scores in report.items():
+        want = engine_scores(engine, recase_all(examples, casing))
+        assert scores["support"] == want["support"] > 0
+        assert scores["f1"] == pytest.approx(want["f1"])
+    # The tiny model's predictions do change with the casing of the text.
+    predictions = {
+        casing: engine.predict([ex.text for ex in recase_all(examples, casing)])
+        for casing in ("as-written", "upper")
+    }
+    assert predictions["as-written"] != predictions["upper"]
+    with pytest.raises(SystemExit) as refused:
+        cli.main([*args, "--casing", "lower,title"])
+    assert refused.value.code == 2
+    assert "comma-separated list of as-written, lower, upper" in capsys.readouterr().err
+
+
+def test_a_reference_must_hold_a_held_out_validation_f1(
+    tiny_artifact_tar: Path, tmp_path: Path
+) -> None:
+    from nerkit.errors import ArtifactError
+    from nerkit.training import cli
+
+    model_dir = tmp_path / "reference"
+    manifest = artifact.extract(tiny_artifact_tar, model_dir)
+    with pytest.raises(ArtifactError, match=r"has no metrics\.validation\.f1"):
+        cli._reference_hyperparameters(str(model_dir))
+
+    scored = {**manifest, "metrics": {"validation": {"f1": 0.91}}}
+    artifact.write_manifest(model_dir, scored)
+    assert cli._reference_hyperparameters(str(model_dir)) == {
+        "reference_validation_f1": "0.91",
+        "reference_model": f"{manifest['version']}, trained on train",
+    }
+    # A model that saw validation cannot vouch for a score there.
+    artifact.write_manifest(
+        model_dir, {**scored, "training": {"channels": ["train", "validation"]}}
+    )
+    with pytest.raises(ValueError, match="was trained on validation"):
+        cli._reference_hyperparameters(str(model_dir))
+
+
+@pytest.mark.slow
+def test_release_on_train_and_validation_is_gated_on_the_reference_run(
+    moto_s3: Any,
+    tmp_path: Path,
+    conll_file: Path,
+    tiny_model_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Train-only run -> train + validation run gated on its validation F1, through the CLI."""
+    from nerkit.store import ModelStore
+    from nerkit.training import cli
+    from nerkit.training.card import CARD
+
+    hp: list[str] = []
+    for pair in (
+        f"base_model={tiny_model_dir}",
+        "epochs=2",
+        "batch_size=2",
+        "max_seq_length=32",
+        "lowercase_share=0.3",
+        "uppercase_share=0.2",
+    ):
+        hp += ["--hp", pair]
+    data = ["--train", str(conll_file), "--validation", str(conll_file), "--test", str(conll_file)]
+    # The reference is scored on a part of the validation data: its F1 differs from any
+    # score of the released model on the whole of it.
+    part = tmp_path / "part.txt"
+    part.write_text(CONLL[: CONLL.index("-DOCSTART-", 10)])
+    reference_data = [*data[:2], "--validation", str(part), *data[4:]]
+    assert cli.main(["train", *reference_data, *hp, "--out", str(tmp_path / "ref")]) == 0
+    capsys.readouterr()
+    reference = artifact.extract(tmp_path / "ref" / "model.tar.gz", tmp_path / "ref-model")
+    assert reference["training"]["channels"] == ["train"]
+    assert reference["hyperparameters"]["lowercase_share"] == "0.3"
+    assert {"test_lower", "test_upper", "validation_lower", "validation_upper"} <= set(
+        reference["metrics"]
+    )
+
+    # Without a reference, training on validation is refused before any training.
+    refused = ["train", *data, *hp, "--hp", "train_channels=train,validation"]
+    assert cli.main([*refused, "--out", str(tmp_path / "x")]) == ExitCode.ERROR
+    assert "needs reference_validation_f1" in capsys.readouterr().err
+
+    moto_s3.create_bucket(Bucket="models")
+    release = [*refused, "--reference", str(tmp_path / "ref" / "model.tar.gz")]
+    out = ["--out", str(tmp_path / "release"), "--publish", "s3://models/ner", "--min-f1", "0"]
+    assert cli.main([*release, *out]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    gate = report["gate"]
+    manifest = ModelStore("models", "ner").manifest(report["live"]["version"])
+    ref_f1 = reference["metrics"]["validation"]["f1"]
+    # The gate read the reference run's held-out F1, not a score on data the model saw.
+    assert gate["f1"] == ref_f1
+    assert manifest["metrics"]["seen_validation"]["f1"] != ref_f1
+    assert manifest["metrics"]["validation"] == {
+        "f1": ref_f1,
+        "reference_model": f"{reference['version']}, trained on train",
+    }
+    # Its own validation scores are kept, named as seen in training.
+    assert {"seen_validation", "seen_validation_lower", "test", "test_upper"} <= set(
+        manifest["metrics"]
+    )
+    assert manifest["data"]["validation"]["sentences"] == 5
+    assert manifest["training"]["channels"] == ["train", "validation"]
+    assert manifest["training"]["epoch_selection"].startswith("none: a fixed schedule")
+    assert manifest["metrics"]["best_epoch"] == 2  # the last, not the best
+    card = (tmp_path / "release" / CARD).read_text()
+    assert "Trained on: train, validation" in card
+    assert f"is the held-out score of the reference run: {reference['version']}" in card
+    assert "| lowercased |" in card and "| uppercased |" in card
+
+
+def test_train_default_runs_the_train_only_stages_then_the_release(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from nerkit.training import cli
 
-    runs: list[tuple[Path, dict[str, str]]] = []
+    runs: list[tuple[Path, dict[str, str], Path]] = []
 
     def record(work: Path, channels: Any, hyperparameters: dict[str, str], out: Path) -> Path:
-        runs.append((work, hyperparameters))
+        runs.append((work, hyperparameters, out))
         return out / "model.tar.gz"
 
+    references: list[str] = []
+
+    def reference(model: str) -> dict[str, str]:
+        references.append(model)
+        return {"reference_validation_f1": "0.93", "reference_model": "v1, trained on train"}
+
     monkeypatch.setattr(cli, "run_local_job", record)
-    base = ["train-default", "--data", str(tmp_path), "--work", str(tmp_path / "w")]
-    assert cli.main([*base, "--hp", "seed=1"]) == 0
-    assert [hp["epochs"] for _, hp in runs] == list(cli.DEFAULT_EPOCH_STAGES)
-    assert {work for work, _ in runs} == {tmp_path / "w"}
-    assert all(hp["seed"] == "1" and hp["name"] == "conll03-en" for _, hp in runs)
+    monkeypatch.setattr(cli, "_reference_hyperparameters", reference)
+    work, release_work = tmp_path / "w", tmp_path / "r"
+    base = ["train-default", "--data", str(tmp_path), "--work", str(work)]
+    assert cli.main([*base, "--release-work", str(release_work), "--hp", "seed=1"]) == 0
+    stages = list(cli.DEFAULT_EPOCH_STAGES)
+    assert [hp["epochs"] for _, hp, _ in runs] == stages + stages
+    # The train-only stages resume each other in one work directory, and so do the release's.
+    assert [w for w, _, _ in runs] == [work] * len(stages) + [release_work] * len(stages)
+    assert all(hp["seed"] == "1" and hp["name"] == "conll03-en" for _, hp, _ in runs)
+    assert all(
+        hp["lowercase_share"] == cli.DEFAULT_HYPERPARAMETERS["lowercase_share"] for _, hp, _ in runs
+    )
+    train_only, release = runs[: len(stages)], runs[len(stages) :]
+    assert all("train_channels" not in hp for _, hp, _ in train_only)
+    # The release trains on train + validation, gated on the last train-only artifact.
+    assert references == [str(work / "artifact" / "model.tar.gz")]
+    for _, hp, out in release:
+        assert hp["train_channels"] == "train,validation"
+        assert hp["reference_validation_f1"] == "0.93"
+        assert out == cli.DEFAULT_MODEL_DIR
+    assert {out for _, _, out in train_only} == {work / "artifact"}
+
     runs.clear()
-    assert cli.main([*base, "--hp", "epochs=2"]) == 0
-    assert [hp["epochs"] for _, hp in runs] == ["2"]
+    assert cli.main([*base, "--hp", "epochs=2", "--no-release"]) == 0
+    assert [(hp["epochs"], out) for _, hp, out in runs] == [("2", cli.DEFAULT_MODEL_DIR)]
     capsys.readouterr()

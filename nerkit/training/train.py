@@ -36,6 +36,7 @@ from nerkit.training.encode import (
 from nerkit.training.hyperparameters import Hyperparameters
 from nerkit.training.model import TokenClassifier
 from nerkit.training.progress import progress
+from nerkit.training.recasing import augment_casing
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,9 @@ def train(
 ) -> TrainResult:
     """Fine-tune, evaluate on validation after each epoch, keep the best epoch's weights.
 
+    When ``hp`` trains on validation too (``train_examples`` then hold it), no epoch is
+    selected: the schedule is fixed and the last epoch's weights are kept.
+
     With ``checkpoint_dir`` the run saves its full state after every epoch and resumes from
     it when restarted (a SageMaker spot interruption restarts the job in the same place).
     Restarted with more ``epochs``, a finished run goes on for the difference: the learning
@@ -224,7 +228,7 @@ def train(
         epoch_started = time.perf_counter()
         windows = document_windows(
             train_examples,
-            train_sentences,
+            _epoch_sentences(hp, tokenizer, train_examples, train_sentences, label_to_id, epoch),
             tokenizer,
             hp.max_seq_length,
             context=hp.context,
@@ -272,7 +276,9 @@ def train(
             scores["f1"],
             record.seconds,
         )
-        if scores["f1"] > state["best_f1"]:
+        if hp.trains_on_validation:  # its F1 there selects nothing: the last epoch is kept
+            result.best_epoch = epoch
+        elif scores["f1"] > state["best_f1"]:
             state["best_f1"] = scores["f1"]
             state["best_weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             result.best_epoch = epoch
@@ -293,6 +299,32 @@ def train(
 
 def _running_loss(losses: list[float]) -> str:
     return f"loss {np.mean(losses[-LOSS_WINDOW:]):.4f}" if losses else "loss -"
+
+
+def _epoch_sentences(
+    hp: Hyperparameters,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    sentences: list[EncodedSentence],
+    label_to_id: dict[str, int],
+    epoch: int,
+) -> list[EncodedSentence]:
+    """One epoch's training sentences: with casing augmentation, a fresh share re-cased.
+
+    The draw is seeded by ``seed`` and the epoch (not the run's shuffling generator), so
+    every epoch sees other sentences re-cased, a resumed run draws what the uninterrupted
+    one would have, and without augmentation the run is exactly as before. Re-cased text is
+    tokenized again: the casing features (and a cased vocabulary's ids) come from it.
+    """
+    if not (hp.lowercase_share or hp.uppercase_share):
+        return sentences
+    recased = augment_casing(
+        examples,
+        lowercase_share=hp.lowercase_share,
+        uppercase_share=hp.uppercase_share,
+        seed=f"{hp.seed}:casing:{epoch}",
+    )
+    return encode_examples(tokenizer, recased, label_to_id)
 
 
 def _optimizer(model: TokenClassifier, hp: Hyperparameters) -> torch.optim.Optimizer:

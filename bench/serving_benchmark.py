@@ -100,6 +100,14 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def run_benchmark(
     args: argparse.Namespace, models: BuiltModels, load: Workload, work: Path
 ) -> dict[str, Any]:
+    results = run_engines(args, models, load, work) if args.only == "all" else {}
+    results["handler"] = run_handler(args, models, load, work)
+    return results
+
+
+def run_engines(
+    args: argparse.Namespace, models: BuiltModels, load: Workload, work: Path
+) -> dict[str, Any]:
     base_specs = {
         "ours": {"engine": "ours", "model": str(models.ours)},
         "baseline": {"engine": "baseline", "hf_dir": str(models.hf_dir)},
@@ -138,11 +146,32 @@ def run_benchmark(
             "latency": latency,
             "throughput": throughput,
         }
-    progress("warm latency: ours through the Lambda handler")
-    handler = {**base_specs["ours"], **common, "engine": "handler", "texts": load.texts}
-    handler.update(typical_text=load.typical_text, repeats=args.iterations)
-    results["handler"] = {"latency": run_worker({**handler, "measurement": "latency"}, work)}
     return results
+
+
+def run_handler(
+    args: argparse.Namespace, models: BuiltModels, load: Workload, work: Path
+) -> dict[str, Any]:
+    """Ours through lambda/handler.py: warm latency, its cost over the engine alone, and
+    Lambda's cold start from S3."""
+    handler = {
+        "engine": "handler",
+        "model": str(models.ours),
+        "core": args.core,
+        "first_text": load.typical_text,
+        "texts": load.texts,
+        "typical_text": load.typical_text,
+        "repeats": args.iterations,
+    }
+    progress("warm latency: ours through the Lambda handler")
+    latency = run_worker({**handler, "measurement": "latency"}, work)
+    progress("handler vs engine, interleaved")
+    overhead = run_worker({**handler, "measurement": "overhead", "passes": OVERHEAD_PASSES}, work)
+    return {"latency": latency, "overhead": overhead}
+
+
+# Passes over the sample in the interleaved handler-vs-engine run (two calls per sentence).
+OVERHEAD_PASSES = 2
 
 
 def progress(message: str) -> None:
@@ -183,6 +212,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="keep built models here and reuse them (default: a temp dir)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument(
+        "--only",
+        choices=("all", "handler"),
+        default="all",
+        help="handler: only the Lambda handler measurements (no baseline, no torch worker)",
+    )
     args = parser.parse_args(argv)
     allowed = sorted(os.sched_getaffinity(0))
     if args.core is None:
@@ -192,6 +227,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("iterations", "cold_runs", "batches"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.only != "all" and not args.model.exists():
+        parser.error(f"--only {args.only} needs an artifact: none at {args.model}")
     if not args.data.is_file():
         parser.error(f"no CoNLL test file at {args.data}: pass --data")
     return args
@@ -212,10 +249,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     context = machine_context(args.core)
     load = load_workload(args.data, args.iterations, args.min_words)
     with workspace(args.work_dir) as work:
-        progress("preparing models")
-        # In a child: torch stays out of this process, whose peak RSS every worker inherits.
-        built = run_worker({"model": str(args.model), "work": str(work)}, work, "build_models.py")
-        models = BuiltModels(Path(built["ours"]), built["ours_description"], Path(built["hf_dir"]))
+        if args.only == "all":
+            progress("preparing models")
+            # In a child: torch stays out of this process, whose peak RSS every worker inherits.
+            built = run_worker(
+                {"model": str(args.model), "work": str(work)}, work, "build_models.py"
+            )
+            models = BuiltModels(
+                Path(built["ours"]), built["ours_description"], Path(built["hf_dir"])
+            )
+        else:
+            models = BuiltModels(args.model, str(args.model), None)
         results = run_benchmark(args, models, load, work)
     print(render_report(context, models, load, results, args))
     if args.json is not None:

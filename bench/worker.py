@@ -15,7 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engines import IMPORTERS, LOADERS, Runner
+from engines import (
+    IMPORTERS,
+    LOADERS,
+    Runner,
+    handler_engine,
+    import_handler,
+    import_handler_module,
+    invoke,
+    rest_event,
+)
 from measure import clock, heavy_modules_loaded, memory, percentile
 
 # Untimed calls before a warm measurement: lazy initialisation, allocator arenas, caches.
@@ -76,6 +85,40 @@ def measure_latency(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
     }
 
 
+def measure_overhead(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    """The handler's cost over the engine's: each sentence once through the engine and once
+    through the handler (a prebuilt REST event; the same engine and session), interleaved and
+    alternating which goes first, so both see the same load, caches and sentences."""
+    import_handler()
+    module = import_handler_module(spec, scratch)
+    engine = handler_engine(module)
+    texts: list[str] = spec["texts"] * spec["passes"]
+    events = [rest_event({"text": text}) for text in texts]
+    for text, event in zip(texts[:WARMUP_CALLS], events, strict=False):
+        engine.one(text)
+        invoke(module, event)
+    engine_times: list[float] = []
+    handler_times: list[float] = []
+    for index, (text, event) in enumerate(zip(texts, events, strict=True)):
+        calls = [
+            (engine_times, lambda text=text: engine.one(text)),
+            (handler_times, lambda event=event: invoke(module, event)),
+        ]
+        for times, call in calls if index % 2 else reversed(calls):
+            times.append(timed(call))
+    engine_p50, handler_p50 = percentile(engine_times, 50), percentile(handler_times, 50)
+    return {
+        "calls": len(texts),
+        "engine_p50_ms": engine_p50 * 1e3,
+        "handler_p50_ms": handler_p50 * 1e3,
+        "engine_mean_ms": statistics.fmean(engine_times) * 1e3,
+        "handler_mean_ms": statistics.fmean(handler_times) * 1e3,
+        "handler_p95_ms": percentile(handler_times, 95) * 1e3,
+        "ratio_p50": handler_p50 / engine_p50,
+        "overhead_p50_ms": (handler_p50 - engine_p50) * 1e3,
+    }
+
+
 def measure_throughput(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
     """Requests of each size (consecutive slices of the sample: mixed lengths)."""
     runner = load_warm(spec, scratch)
@@ -105,6 +148,8 @@ def main(spec_path: str) -> None:
         result = measure_cold_start(spec, started, scratch)
     elif measurement == "latency":
         result = measure_latency(spec, scratch)
+    elif measurement == "overhead":
+        result = measure_overhead(spec, scratch)
     else:
         result = measure_throughput(spec, scratch)
     # The parent reads the last stdout line; libraries may print before it.

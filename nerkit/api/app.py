@@ -13,13 +13,13 @@ from time import perf_counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from pydantic import ValidationError
 
 from nerkit import __version__
 from nerkit.api import errors, logs
+from nerkit.api.blocking import run_blocking
 from nerkit.api.body import read_json
 from nerkit.api.errors import ApiError, validation_details
 from nerkit.api.gateway import ApiGatewayPrefixMiddleware
@@ -60,12 +60,14 @@ _BAD_REQUEST = {
 router = APIRouter()
 
 
-def _holder(request: Request) -> ModelHolder:
+# Dependencies and endpoints are async: FastAPI would run sync ones in its thread pool, a
+# hand-off Lambda's one-request-at-a-time environment only pays for (nerkit.api.blocking).
+async def _holder(request: Request) -> ModelHolder:
     holder: ModelHolder = request.app.state.model
     return holder
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -87,9 +89,8 @@ def _model(holder: ModelHolder) -> LoadedModel:
         ) from None
 
 
-def _loaded_model(request: Request, holder: Holder) -> LoadedModel:
-    # A sync dependency, so FastAPI runs a (slow) first load in its thread pool.
-    model = _model(holder)
+async def _loaded_model(request: Request, holder: Holder) -> LoadedModel:
+    model = await run_blocking(request.scope, _model, holder)
     logs.request_record(request.scope).model_version = model.version
     return model
 
@@ -98,17 +99,17 @@ Model = Annotated[LoadedModel, Depends(_loaded_model)]
 
 
 @router.get("/health", summary="Liveness: the process answers (no model needed)")
-def health() -> Health:
+async def health() -> Health:
     return Health()
 
 
 @router.get("/ready", summary="Readiness: the model is loaded", responses=_UNAVAILABLE)
-def ready(model: Model, holder: Holder) -> Ready:
+async def ready(model: Model, holder: Holder) -> Ready:
     return Ready(model_version=model.version, refresh_error=holder.status().error)
 
 
 @router.get("/v1/model", summary="The served model", responses=_UNAVAILABLE)
-def model_info(model: Model) -> ModelInfo:
+async def model_info(model: Model) -> ModelInfo:
     manifest = model.manifest
     return ModelInfo(
         name=manifest["name"],
@@ -148,9 +149,10 @@ def model_info(model: Model) -> ModelInfo:
         }
     },
 )
-async def entities(
-    request: Request, holder: Holder, settings: CurrentSettings
-) -> EntitiesResponse | BatchEntitiesResponse:
+async def entities(request: Request) -> EntitiesResponse | BatchEntitiesResponse:
+    # The hot path reads app state directly: each dependency costs FastAPI a resolution.
+    holder: ModelHolder = request.app.state.model
+    settings: Settings = request.app.state.settings
     payload = await read_json(request, settings.max_body_bytes)
     try:
         body = EntitiesRequest.model_validate(
@@ -166,7 +168,7 @@ async def entities(
             422, "validation_error", "the request is not valid", validation_details(exc.errors())
         ) from None
     # Loaded only for a valid request: a client error is reported even while no model loads.
-    model = await run_in_threadpool(_model, holder)
+    model = await run_blocking(request.scope, _model, holder)
     texts = body.inputs
     record = logs.request_record(request.scope)
     record.model_version = model.version
@@ -175,7 +177,8 @@ async def entities(
         record.texts = texts
     started = perf_counter()
     try:
-        results = await run_in_threadpool(
+        results = await run_blocking(
+            request.scope,
             model.engine.predict,
             texts,
             aggregation=body.aggregation,
@@ -261,7 +264,7 @@ def _page_router(page: str) -> APIRouter:
     headers = {"content-security-policy": page_csp(page)}
 
     @page_router.get("/", include_in_schema=False)
-    def index() -> HTMLResponse:
+    async def index() -> HTMLResponse:
         return HTMLResponse(page, headers=headers)
 
     return page_router
@@ -296,6 +299,9 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
         version=__version__,
         description=_description(settings),
         redoc_url=None,
+        # The app's metrics are its EMF log lines (nerkit.api.logs); FastAPI's OpenTelemetry
+        # hooks would only look up global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     app.state.model = model or ModelHolder(settings)

@@ -86,12 +86,14 @@ def load_handler(spec: dict[str, Any], scratch: Path) -> Runner:
 
 
 def import_handler_module(spec: dict[str, Any], scratch: Path) -> ModuleType:
-    """Import lambda/handler.py with the environment Lambda gives it (the function name
-    turns on preloading), serving ``spec["model"]`` unless MODEL_URI is set already."""
+    """Import lambda/handler.py (of ``spec["repo"]``, default this checkout) with the
+    environment Lambda gives it (the function name turns on preloading), serving
+    ``spec["model"]`` unless MODEL_URI is set already (an S3 store)."""
     os.environ.setdefault("MODEL_URI", spec["model"])
     os.environ.setdefault("MODEL_CACHE_DIR", str(scratch / "cache"))
     os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", LambdaContext.function_name)
-    module_spec = importlib.util.spec_from_file_location("handler", REPO / "lambda" / "handler.py")
+    handler_path = Path(spec.get("repo", REPO)) / "lambda" / "handler.py"
+    module_spec = importlib.util.spec_from_file_location("handler", handler_path)
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)

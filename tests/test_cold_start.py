@@ -1,8 +1,8 @@
 """What a cold start does and does not do: the work Lambda's init pays for.
 
 Timings are the benchmark's job (bench/serving_benchmark.py); these tests pin the behaviour
-behind them: modules a model source does not need are not imported, and files already
-verified are not hashed again.
+behind them: modules a model source does not need are not imported, files already
+verified are not hashed again, and a graph optimized at export is not optimized again.
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import onnxruntime as ort
 import pytest
 
-from nerkit import artifact
+from nerkit import artifact, engine
+from nerkit.engine import OPTIMIZED_GRAPH, NerEngine
 from nerkit.store import ModelStore, open_source
+from nerkit.training.export import build_artifact
 
 REPO = Path(__file__).resolve().parent.parent
 AWS_MODULES = ("boto3", "botocore", "s3transfer")
@@ -116,3 +119,66 @@ def test_a_local_tarball_is_verified_file_by_file(
     manifest as it is extracted."""
     loaded = open_source(str(tiny_artifact_tar), tmp_path / "cache").fetch()
     assert set(loaded.manifest["files"]) <= set(hashed)
+
+
+TEXTS = [
+    "Angela Merkel met Tim Cook in Berlin.",
+    "Zoë Saldaña flew to São Paulo with the European Union delegation.",
+    "Paris",
+]
+
+
+@pytest.fixture
+def session_levels(monkeypatch: pytest.MonkeyPatch) -> list[ort.GraphOptimizationLevel]:
+    """The graph optimization level of every ONNX Runtime session started."""
+    levels: list[ort.GraphOptimizationLevel] = []
+    session = ort.InferenceSession
+
+    def recording(path: str, options: ort.SessionOptions, **kwargs: Any) -> Any:
+        levels.append(options.graph_optimization_level)
+        return session(path, options, **kwargs)
+
+    monkeypatch.setattr(engine.ort, "InferenceSession", recording)
+    return levels
+
+
+def optimized_artifact(tiny_artifact_dir: Path, out_dir: Path) -> Path:
+    build_artifact(
+        out_dir,
+        onnx_path=tiny_artifact_dir / "model.onnx",
+        tokenizer_json=tiny_artifact_dir / "tokenizer.json",
+        manifest=artifact.read_manifest(tiny_artifact_dir),
+        optimize=True,
+    )
+    return out_dir
+
+
+def test_a_graph_optimized_at_export_is_loaded_without_optimizing_it_again(
+    tiny_artifact_dir: Path, tmp_path: Path, session_levels: list[ort.GraphOptimizationLevel]
+) -> None:
+    optimized = optimized_artifact(tiny_artifact_dir, tmp_path / "optimized")
+    session_levels.clear()  # the export's own session
+    manifest = artifact.verify(optimized)
+    assert manifest[OPTIMIZED_GRAPH] == {"onnxruntime": ort.__version__, "level": "extended"}
+    stored = NerEngine.load(optimized)
+    plain = NerEngine.load(tiny_artifact_dir)
+    assert session_levels == [
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    ]
+    # The same fusions, made at export instead of at load: identical results, scores included.
+    assert stored.predict(TEXTS) == plain.predict(TEXTS)
+    assert stored.predict(TEXTS, decoding="argmax") == plain.predict(TEXTS, decoding="argmax")
+
+
+def test_a_graph_optimized_by_another_onnxruntime_is_optimized_again(
+    tiny_artifact_dir: Path, tmp_path: Path, session_levels: list[ort.GraphOptimizationLevel]
+) -> None:
+    """Another version may fuse differently: the session optimizes what it loads."""
+    optimized = optimized_artifact(tiny_artifact_dir, tmp_path / "optimized")
+    manifest = artifact.read_manifest(optimized)
+    other = {**manifest, OPTIMIZED_GRAPH: {"onnxruntime": "0.0.1", "level": "extended"}}
+    artifact.write_manifest(optimized, other)
+    session_levels.clear()
+    NerEngine.load(optimized)
+    assert session_levels == [ort.GraphOptimizationLevel.ORT_ENABLE_ALL]

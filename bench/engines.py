@@ -115,12 +115,10 @@ def invoke(module: ModuleType, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def handler_runner(module: ModuleType) -> Runner:
-    context = LambdaContext()
-
     def one(text: str) -> Any:
         return json.loads(invoke(module, rest_event({"text": text}))["body"])["entities"]
 
-    return Runner(one=one, many=lambda texts: module.handler(rest_event({"texts": texts}), context))
+    return Runner(one=one, many=lambda texts: invoke(module, rest_event({"texts": texts})))
 
 
 class LambdaContext:

@@ -209,6 +209,15 @@ def handler_lines(handler: dict[str, Any]) -> list[str]:
         )
         + f"; {TYPICAL_WORDS}-word sentence p50 {latency['typical_p50_ms']:.2f} ms.",
         "",
+        "| sentences per request | requests | mean (ms) | p50 (ms) | billed mean (ms, each "
+        "rounded up) | billed per sentence (ms) |",
+        "|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {size} | {sized['requests']} | {sized['mean_ms']:.2f} | {sized['p50_ms']:.2f} | "
+            f"{sized['billed_mean_ms']:.2f} | {sized['billed_mean_ms'] / int(size):.3f} |"
+            for size, sized in handler["requests"]["sizes"].items()
+        ),
+        "",
         *(
             f"Handler vs engine ({name}) on the same {result['calls']} sentences, interleaved "
             f"in one process: handler p50 {result['handler_p50_ms']:.2f} ms, engine p50 "
@@ -233,7 +242,7 @@ def lambda_cold_table(variants: dict[str, Any]) -> list[str]:
         "checkout, interleaved",
         "",
         "| checkout | interpreter (s) | imports (s) | model from S3 (s) | first invocation (s) "
-        f"| **spawn -> first answer (s)** | vs {first} | boto3 imported |",
+        f"| **spawn -> first answer (s)** | vs {first} | AWS SDK imported |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, result in variants.items():
@@ -242,6 +251,6 @@ def lambda_cold_table(variants: dict[str, Any]) -> list[str]:
             f"| {name} | {cold['interpreter_s']:.3f} | {cold['import_s']:.3f} | "
             f"{cold['load_s']:.3f} | {cold['first_invocation_s']:.3f} | "
             f"**{cold['total_s']:.3f}** | {cold['total_s'] / reference:.2f}x | "
-            f"{'yes' if cold['boto3_imported'] else 'no'} |"
+            f"{', '.join(cold['aws_sdk_modules']) or 'none'} |"
         )
     return lines

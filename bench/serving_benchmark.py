@@ -187,6 +187,16 @@ def run_handler(
     }
     progress("warm latency: ours through the Lambda handler")
     latency = run_worker({**handler, "measurement": "latency"}, work)
+    progress("requests of several sentences through the Lambda handler")
+    needed = max(HANDLER_REQUEST_SIZES) * args.batches
+    sized = {
+        **handler,
+        "measurement": "handler_requests",
+        "texts": [load.texts[i % len(load.texts)] for i in range(needed)],
+        "request_sizes": list(HANDLER_REQUEST_SIZES),
+        "requests_per_size": args.batches,
+    }
+    requests = run_worker(sized, work)
     variants = {THIS_CHECKOUT: Variant(REPO, models.ours), **args.cold_variant}
     overhead = {}
     for name, variant in variants.items():
@@ -195,6 +205,7 @@ def run_handler(
         overhead[name] = run_worker({**spec, "repo": str(variant.repo)}, work)
     return {
         "latency": latency,
+        "requests": requests,
         "overhead": overhead,
         "lambda_cold": run_lambda_cold(args, variants, handler, work),
     }
@@ -246,6 +257,8 @@ def run_lambda_cold(
 
 # The name of the checkout the benchmark runs from, among the cold-start variants.
 THIS_CHECKOUT = "this"
+# Sentences per request for the billed duration of docs/DEPLOY.md's cost table.
+HANDLER_REQUEST_SIZES = (1, 16, 64)
 # Passes over the sample in the interleaved handler-vs-engine run (two calls per sentence).
 OVERHEAD_PASSES = 2
 

@@ -8,6 +8,7 @@ directory's stdlib-only modules are imported before the worker pins itself to it
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import sys
@@ -82,7 +83,7 @@ def measure_lambda_cold(spec: dict[str, Any], started: float, scratch: Path) -> 
         "first_invocation_s": t_answer - t_first,
         "total_s": t_answer - spec["spawned_at"],
         "first_answer_entities": len(json.loads(response["body"])["entities"]),
-        "boto3_imported": "boto3" in sys.modules,
+        "aws_sdk_modules": [name for name in ("boto3", "botocore") if name in sys.modules],
         **memory(),
         "heavy_modules": heavy_modules_loaded(),
     }
@@ -154,6 +155,27 @@ def measure_overhead(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
     }
 
 
+def measure_handler_requests(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    """Lambda's billed duration per request of 1, 16, 64... sentences through the handler
+    (consecutive slices of the sample; each request once, after one untimed request of each
+    size). Lambda bills each invocation in whole milliseconds, rounded up."""
+    runner = load_warm(spec, scratch)
+    texts: list[str] = spec["texts"]
+    sizes: dict[str, Any] = {}
+    for size in spec["request_sizes"]:
+        requests = [texts[i : i + size] for i in range(0, len(texts) - size + 1, size)]
+        requests = requests[: spec["requests_per_size"]]
+        runner.many(requests[0])
+        durations = [timed(lambda request=request: runner.many(request)) for request in requests]
+        sizes[str(size)] = {
+            "requests": len(requests),
+            "mean_ms": statistics.fmean(durations) * 1e3,
+            "p50_ms": percentile(durations, 50) * 1e3,
+            "billed_mean_ms": statistics.fmean(math.ceil(d * 1e3) for d in durations),
+        }
+    return {"sizes": sizes, **memory()}
+
+
 def measure_throughput(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
     """Requests of each size (consecutive slices of the sample: mixed lengths)."""
     runner = load_warm(spec, scratch)
@@ -185,6 +207,8 @@ def main(spec_path: str) -> None:
         result = measure_lambda_cold(spec, started, scratch)
     elif measurement == "latency":
         result = measure_latency(spec, scratch)
+    elif measurement == "handler_requests":
+        result = measure_handler_requests(spec, scratch)
     elif measurement == "overhead":
         result = measure_overhead(spec, scratch)
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -34,8 +35,10 @@ def aws_env(endpoint: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """A moto S3 server on a free loopback port; yields its endpoint URL."""
+def moto_server(away_from: int | None = None) -> Iterator[str]:
+    """A moto S3 server on a free loopback port; yields its endpoint URL. ``away_from``: a
+    core the server must not run on (the workers'), when there is another one: S3 is
+    another machine for a Lambda, so serving the download must not take the worker's CPU."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -45,6 +48,9 @@ def moto_server() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
+    others = os.sched_getaffinity(0) - {away_from}
+    if others:
+        os.sched_setaffinity(server.pid, others)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:

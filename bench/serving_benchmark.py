@@ -237,7 +237,7 @@ def run_lambda_cold(
 ) -> dict[str, Any]:
     """Lambda's cold start from S3 (moto server) for each variant, runs interleaved."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
-    with moto_server() as endpoint:
+    with moto_server(away_from=args.core) as endpoint:
         uris = {}
         for name, variant in variants.items():
             uris[name] = f"s3://{BUCKET}/models/{name}"

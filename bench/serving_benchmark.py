@@ -194,7 +194,6 @@ def run_handler(
         "measurement": "handler_requests",
         "texts": [load.texts[i % len(load.texts)] for i in range(needed)],
         "request_sizes": list(HANDLER_REQUEST_SIZES),
-        "requests_per_size": args.batches,
     }
     requests = run_worker(sized, work)
     variants = {THIS_CHECKOUT: Variant(REPO, models.ours), **args.cold_variant}

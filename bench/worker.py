@@ -156,15 +156,15 @@ def measure_overhead(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
 
 
 def measure_handler_requests(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
-    """Lambda's billed duration per request of 1, 16, 64... sentences through the handler
-    (consecutive slices of the sample; each request once, after one untimed request of each
-    size). Lambda bills each invocation in whole milliseconds, rounded up."""
+    """Lambda's billed duration per request of 1, 16, 64... sentences through the handler:
+    the same sentences for every size, cut into consecutive requests, each sent once after
+    one untimed request of that size. Lambda bills each invocation in whole milliseconds,
+    rounded up."""
     runner = load_warm(spec, scratch)
     texts: list[str] = spec["texts"]
     sizes: dict[str, Any] = {}
     for size in spec["request_sizes"]:
         requests = [texts[i : i + size] for i in range(0, len(texts) - size + 1, size)]
-        requests = requests[: spec["requests_per_size"]]
         runner.many(requests[0])
         durations = [timed(lambda request=request: runner.many(request)) for request in requests]
         sizes[str(size)] = {

@@ -149,10 +149,9 @@ async def model_info(model: Model) -> ModelInfo:
         }
     },
 )
-async def entities(request: Request) -> EntitiesResponse | BatchEntitiesResponse:
-    # The hot path reads app state directly: each dependency costs FastAPI a resolution.
-    holder: ModelHolder = request.app.state.model
-    settings: Settings = request.app.state.settings
+async def entities(
+    request: Request, holder: Holder, settings: CurrentSettings
+) -> EntitiesResponse | BatchEntitiesResponse:
     payload = await read_json(request, settings.max_body_bytes)
     try:
         body = EntitiesRequest.model_validate(

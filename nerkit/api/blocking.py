@@ -26,13 +26,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def one_at_a_time(scope: Scope) -> bool:
-    """Whether the request came from a server that runs one request at a time (Lambda)."""
-    return "aws.event" in scope
-
-
 async def run_blocking(scope: Scope, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """``func(*args, **kwargs)``, on this thread inside Lambda, else in the thread pool."""
-    if one_at_a_time(scope):
+    """``func(*args, **kwargs)``, on this thread inside Lambda (Mangum put the event in the
+    request's scope), else in the thread pool."""
+    if "aws.event" in scope:
         return func(*args, **kwargs)
     return await run_in_threadpool(func, *args, **kwargs)

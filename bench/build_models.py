@@ -87,6 +87,7 @@ def build_standin_artifact(hf_dir: Path, work: Path) -> Path:
         onnx_path=onnx_dir / "model.onnx",
         tokenizer_json=hf_dir / "tokenizer.json",
         manifest={**manifest, "base_model": DEFAULT_BASE_MODEL_ORIGIN},
+        optimize=True,
     )
     pack(artifact_dir, tarball)
     return tarball

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,21 +82,43 @@ def import_handler() -> None:
 
 def load_handler(spec: dict[str, Any], scratch: Path) -> Runner:
     """lambda/handler.py as Lambda runs it: the app reads MODEL_URI from the environment."""
-    os.environ["MODEL_URI"] = spec["model"]
-    os.environ["MODEL_CACHE_DIR"] = str(scratch / "cache")
-    module_spec = importlib.util.spec_from_file_location("handler", REPO / "lambda" / "handler.py")
+    return handler_runner(import_handler_module(spec, scratch))
+
+
+def import_handler_module(spec: dict[str, Any], scratch: Path) -> ModuleType:
+    """Import lambda/handler.py (of ``spec["repo"]``, default this checkout) with the
+    environment Lambda gives it (the function name turns on preloading), serving
+    ``spec["model"]`` unless MODEL_URI is set already (an S3 store)."""
+    os.environ.setdefault("MODEL_URI", spec["model"])
+    os.environ.setdefault("MODEL_CACHE_DIR", str(scratch / "cache"))
+    os.environ.setdefault("AWS_LAMBDA_FUNCTION_NAME", LambdaContext.function_name)
+    handler_path = Path(spec.get("repo", REPO)) / "lambda" / "handler.py"
+    module_spec = importlib.util.spec_from_file_location("handler", handler_path)
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    context = LambdaContext()
+    return module
 
+
+def handler_engine(module: ModuleType) -> Runner:
+    """The engine the imported handler serves with (the same session), called directly."""
+    engine = module.app.state.model.get().engine
+    return Runner(one=lambda text: engine.predict([text]), many=engine.predict)
+
+
+def invoke(module: ModuleType, event: dict[str, Any]) -> dict[str, Any]:
+    """One Lambda invocation of the imported handler; an answer other than 200 raises."""
+    response: dict[str, Any] = module.handler(event, LambdaContext())
+    if response["statusCode"] != 200:
+        raise RuntimeError(f"handler answered {response['statusCode']}: {response['body']}")
+    return response
+
+
+def handler_runner(module: ModuleType) -> Runner:
     def one(text: str) -> Any:
-        response = module.handler(rest_event({"text": text}), context)
-        if response["statusCode"] != 200:
-            raise RuntimeError(f"handler answered {response['statusCode']}: {response['body']}")
-        return json.loads(response["body"])["entities"]
+        return json.loads(invoke(module, rest_event({"text": text}))["body"])["entities"]
 
-    return Runner(one=one, many=lambda texts: module.handler(rest_event({"texts": texts}), context))
+    return Runner(one=one, many=lambda texts: invoke(module, rest_event({"texts": texts})))
 
 
 class LambdaContext:

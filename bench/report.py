@@ -23,7 +23,7 @@ class BuiltModels:
 
     ours: Path
     ours_description: str
-    hf_dir: Path  # the baseline's model and tokenizer, save_pretrained format
+    hf_dir: Path | None  # the baseline's model and tokenizer (save_pretrained); None: not run
 
 
 def machine_context(core: int) -> dict[str, Any]:
@@ -66,6 +66,36 @@ def render_report(
     results: dict[str, Any],
     args: argparse.Namespace,
 ) -> str:
+    lines = [
+        *header(context, load, args),
+        *(engines_table(context, models, results, args) if "ours" in results else []),
+        "",
+        *handler_lines(results["handler"]),
+    ]
+    return "\n".join(lines)
+
+
+def header(context: dict[str, Any], load: Workload, args: argparse.Namespace) -> list[str]:
+    versions = ", ".join(f"{name} {version}" for name, version in context["versions"].items())
+    load_avg = context["load_average_1m_at_start"]
+    return [
+        "## Serving benchmark",
+        "",
+        f"- CPU: {context['cpu']}; pinned to core {context['core_pinned']} of "
+        f"{context['cores_online']}; 1 intra-op thread; load average at start {load_avg:.2f}"
+        + (" (BUSY MACHINE: numbers are noisy)" if load_avg > 0.5 else ""),
+        f"- Python {context['python']}; {versions}",
+        f"- workload: {len(load.texts)} CoNLL-2003 test sentences of >= {args.min_words} words "
+        f"(mean {load.mean_words:.1f} words, p50 {load.word_percentiles['p50']:.0f}, "
+        f"p95 {load.word_percentiles['p95']:.0f}); typical sentence {TYPICAL_WORDS} words "
+        f"x {args.iterations}; {args.batches} requests per batch size; "
+        f"cold start: median of {args.cold_runs} runs",
+    ]
+
+
+def engines_table(
+    context: dict[str, Any], models: BuiltModels, results: dict[str, Any], args: argparse.Namespace
+) -> list[str]:
     ours, base = results["ours"], results["baseline"]
 
     def row(label: str, section: str, key: str, fmt: str, ratio: str = "") -> str:
@@ -78,23 +108,13 @@ def render_report(
     def ratio(section: str, key: str, word: str) -> str:
         return f"{ours[section][key] / base[section][key]:.2f}x {word}"
 
-    versions = ", ".join(f"{name} {version}" for name, version in context["versions"].items())
-    load_avg = context["load_average_1m_at_start"]
     lines = [
-        "## Serving benchmark: ours (NerEngine, ONNX Runtime) vs transformers pipeline",
+        "",
+        "### Ours (NerEngine, ONNX Runtime) vs transformers pipeline",
         "",
         f"- ours: {models.ours_description}",
         f"- baseline: transformers pipeline, aggregation_strategy=simple, fp32 torch, "
         f"{models.hf_dir} (MiniLM-L6 BertForTokenClassification, same random head)",
-        f"- CPU: {context['cpu']}; pinned to core {context['core_pinned']} of "
-        f"{context['cores_online']}; 1 intra-op thread; load average at start {load_avg:.2f}"
-        + (" (BUSY MACHINE: numbers are noisy)" if load_avg > 0.5 else ""),
-        f"- Python {context['python']}; {versions}",
-        f"- workload: {len(load.texts)} CoNLL-2003 test sentences of >= {args.min_words} words "
-        f"(mean {load.mean_words:.1f} words, p50 {load.word_percentiles['p50']:.0f}, "
-        f"p95 {load.word_percentiles['p95']:.0f}); typical sentence {TYPICAL_WORDS} words "
-        f"x {args.iterations}; {args.batches} requests per batch size; "
-        f"cold start: median of {args.cold_runs} runs",
         "",
         "| metric | ours | baseline | ours vs baseline |",
         "|---|---:|---:|---|",
@@ -166,19 +186,72 @@ def render_report(
             ratio("throughput", "rss_mib", "memory"),
         ),
         "",
-        "Ours through the Lambda handler (REST event -> Mangum -> FastAPI -> engine -> JSON "
-        "response and request log line), one sentence per invocation: "
-        + ", ".join(
-            f"{name} {results['handler']['latency'][key]:.2f} ms"
-            for name, key in (("p50", "p50_ms"), ("p95", "p95_ms"), ("mean", "mean_ms"))
-        )
-        + f"; {TYPICAL_WORDS}-word sentence p50 "
-        f"{results['handler']['latency']['typical_p50_ms']:.2f} ms.",
-        "",
         "Heavy modules imported in the serving process: "
         + "; ".join(
             f"{engine}: {', '.join(results[engine]['cold']['heavy_modules']) or 'none'}"
             for engine in ENGINES
         ),
     ]
-    return "\n".join(lines)
+    return lines
+
+
+def handler_lines(handler: dict[str, Any]) -> list[str]:
+    """The Lambda handler's measurements: warm latency, cost over the engine, cold start."""
+    latency, overhead = handler["latency"], handler["overhead"]
+    return [
+        "### Ours through the Lambda handler",
+        "",
+        "REST event -> Mangum -> FastAPI -> engine -> JSON response and request log line, one "
+        "sentence per invocation: "
+        + ", ".join(
+            f"{name} {latency[key]:.2f} ms"
+            for name, key in (("p50", "p50_ms"), ("p95", "p95_ms"), ("mean", "mean_ms"))
+        )
+        + f"; {TYPICAL_WORDS}-word sentence p50 {latency['typical_p50_ms']:.2f} ms.",
+        "",
+        "| sentences per request | requests | mean (ms) | p50 (ms) | billed mean (ms, each "
+        "rounded up) | billed per sentence (ms) |",
+        "|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {size} | {sized['requests']} | {sized['mean_ms']:.2f} | {sized['p50_ms']:.2f} | "
+            f"{sized['billed_mean_ms']:.2f} | {sized['billed_mean_ms'] / int(size):.3f} |"
+            for size, sized in handler["requests"]["sizes"].items()
+        ),
+        "",
+        *(
+            f"Handler vs engine ({name}) on the same {result['calls']} sentences, interleaved "
+            f"in one process: handler p50 {result['handler_p50_ms']:.2f} ms, engine p50 "
+            f"{result['engine_p50_ms']:.2f} ms: **{result['ratio_p50']:.2f}x** "
+            f"(+{result['overhead_p50_ms']:.2f} ms per request; means "
+            f"{result['handler_mean_ms']:.2f} vs {result['engine_mean_ms']:.2f} ms)."
+            for name, result in overhead.items()
+        ),
+        "",
+        *lambda_cold_table(handler["lambda_cold"]),
+    ]
+
+
+def lambda_cold_table(variants: dict[str, Any]) -> list[str]:
+    """Cold start as Lambda does it, per checkout (the first row is this one)."""
+    first = next(iter(variants))
+    reference = variants[first]["median"]["total_s"]
+    lines = [
+        "Lambda cold start from S3 (moto server): spawn -> lambda/handler.py imported (init: "
+        "app built, LIVE read, tarball downloaded, verified, extracted, session loaded) -> "
+        f"first invocation answered; median of {len(variants[first]['runs'])} runs per "
+        "checkout, interleaved",
+        "",
+        "| checkout | interpreter (s) | imports (s) | model from S3 (s) | first invocation (s) "
+        f"| **spawn -> first answer (s)** | fastest run (s) | vs {first} | AWS SDK imported |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, result in variants.items():
+        cold = result["median"]
+        lines.append(
+            f"| {name} | {cold['interpreter_s']:.3f} | {cold['import_s']:.3f} | "
+            f"{cold['load_s']:.3f} | {cold['first_invocation_s']:.3f} | "
+            f"**{cold['total_s']:.3f}** | {cold['min_total_s']:.3f} | "
+            f"{cold['total_s'] / reference:.2f}x | "
+            f"{', '.join(cold['aws_sdk_modules']) or 'none'} |"
+        )
+    return lines

@@ -8,6 +8,7 @@ directory's stdlib-only modules are imported before the worker pins itself to it
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import sys
@@ -15,7 +16,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engines import IMPORTERS, LOADERS, Runner
+from engines import (
+    IMPORTERS,
+    LOADERS,
+    Runner,
+    handler_engine,
+    import_handler,
+    import_handler_module,
+    invoke,
+    rest_event,
+)
 from measure import clock, heavy_modules_loaded, memory, percentile
 
 # Untimed calls before a warm measurement: lazy initialisation, allocator arenas, caches.
@@ -39,6 +49,41 @@ def measure_cold_start(spec: dict[str, Any], started: float, scratch: Path) -> d
         "first_inference_s": t_answer - t_first,
         "total_s": t_answer - spec["spawned_at"],
         "first_answer_entities": len(entities),
+        **memory(),
+        "heavy_modules": heavy_modules_loaded(),
+    }
+
+
+def measure_lambda_cold(spec: dict[str, Any], started: float, scratch: Path) -> dict[str, Any]:
+    """Lambda's cold start: spawn -> lambda/handler.py imported (its init builds the app and
+    preloads the model: LIVE read from S3, tarball downloaded, verified, extracted and
+    loaded) -> the first invocation answered. MODEL_URI and the S3 endpoint come from the
+    environment the parent set."""
+    t_init = clock()
+    import nerkit.api.model as model_module
+
+    preload = model_module.ModelHolder.preload
+    preloads: list[float] = []
+
+    def timed_preload(holder: Any) -> None:
+        begin = clock()
+        preload(holder)
+        preloads.append(clock() - begin)
+
+    model_module.ModelHolder.preload = timed_preload  # type: ignore[method-assign]
+    module = import_handler_module(spec, scratch)
+    t_first = clock()
+    response = invoke(module, rest_event({"text": spec["first_text"]}))
+    t_answer = clock()
+    [load_s] = preloads
+    return {
+        "interpreter_s": started - spec["spawned_at"],
+        "import_s": t_first - t_init - load_s,
+        "load_s": load_s,
+        "first_invocation_s": t_answer - t_first,
+        "total_s": t_answer - spec["spawned_at"],
+        "first_answer_entities": len(json.loads(response["body"])["entities"]),
+        "aws_sdk_modules": [name for name in ("boto3", "botocore") if name in sys.modules],
         **memory(),
         "heavy_modules": heavy_modules_loaded(),
     }
@@ -76,6 +121,61 @@ def measure_latency(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
     }
 
 
+def measure_overhead(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    """The handler's cost over the engine's: each sentence once through the engine and once
+    through the handler (a prebuilt REST event; the same engine and session), interleaved and
+    alternating which goes first, so both see the same load, caches and sentences."""
+    import_handler()
+    module = import_handler_module(spec, scratch)
+    engine = handler_engine(module)
+    texts: list[str] = spec["texts"] * spec["passes"]
+    events = [rest_event({"text": text}) for text in texts]
+    for text, event in zip(texts[:WARMUP_CALLS], events, strict=False):
+        engine.one(text)
+        invoke(module, event)
+    engine_times: list[float] = []
+    handler_times: list[float] = []
+    for index, (text, event) in enumerate(zip(texts, events, strict=True)):
+        calls = [
+            (engine_times, lambda text=text: engine.one(text)),
+            (handler_times, lambda event=event: invoke(module, event)),
+        ]
+        for times, call in calls if index % 2 else reversed(calls):
+            times.append(timed(call))
+    engine_p50, handler_p50 = percentile(engine_times, 50), percentile(handler_times, 50)
+    return {
+        "calls": len(texts),
+        "engine_p50_ms": engine_p50 * 1e3,
+        "handler_p50_ms": handler_p50 * 1e3,
+        "engine_mean_ms": statistics.fmean(engine_times) * 1e3,
+        "handler_mean_ms": statistics.fmean(handler_times) * 1e3,
+        "handler_p95_ms": percentile(handler_times, 95) * 1e3,
+        "ratio_p50": handler_p50 / engine_p50,
+        "overhead_p50_ms": (handler_p50 - engine_p50) * 1e3,
+    }
+
+
+def measure_handler_requests(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    """Lambda's billed duration per request of 1, 16, 64... sentences through the handler:
+    the same sentences for every size, cut into consecutive requests, each sent once after
+    one untimed request of that size. Lambda bills each invocation in whole milliseconds,
+    rounded up."""
+    runner = load_warm(spec, scratch)
+    texts: list[str] = spec["texts"]
+    sizes: dict[str, Any] = {}
+    for size in spec["request_sizes"]:
+        requests = [texts[i : i + size] for i in range(0, len(texts) - size + 1, size)]
+        runner.many(requests[0])
+        durations = [timed(lambda request=request: runner.many(request)) for request in requests]
+        sizes[str(size)] = {
+            "requests": len(requests),
+            "mean_ms": statistics.fmean(durations) * 1e3,
+            "p50_ms": percentile(durations, 50) * 1e3,
+            "billed_mean_ms": statistics.fmean(math.ceil(d * 1e3) for d in durations),
+        }
+    return {"sizes": sizes, **memory()}
+
+
 def measure_throughput(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
     """Requests of each size (consecutive slices of the sample: mixed lengths)."""
     runner = load_warm(spec, scratch)
@@ -103,8 +203,14 @@ def main(spec_path: str) -> None:
     measurement = spec["measurement"]
     if measurement == "cold":
         result = measure_cold_start(spec, started, scratch)
+    elif measurement == "lambda_cold":
+        result = measure_lambda_cold(spec, started, scratch)
     elif measurement == "latency":
         result = measure_latency(spec, scratch)
+    elif measurement == "handler_requests":
+        result = measure_handler_requests(spec, scratch)
+    elif measurement == "overhead":
+        result = measure_overhead(spec, scratch)
     else:
         result = measure_throughput(spec, scratch)
     # The parent reads the last stdout line; libraries may print before it.

@@ -55,6 +55,9 @@ _KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "casing_ids")
 # Stands for "no unknown token" so the id comparison stays vectorised.
 _NO_TOKEN_ID = -1
 _NUMPY_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+# The manifest entry of an artifact whose model.onnx ONNX Runtime optimized at export
+# (nerkit.training.export.optimize_graph): {"onnxruntime": its version, "level": "extended"}.
+OPTIMIZED_GRAPH = "onnxruntime_optimized"
 
 
 class UnknownLabelsError(ValueError):
@@ -196,7 +199,7 @@ class NerEngine:
         options.intra_op_num_threads = _positive("threads", threads)
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = graph_optimization_level(manifest)
         try:
             session = ort.InferenceSession(
                 str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
@@ -503,6 +506,21 @@ def _template_edges(special: np.ndarray) -> tuple[int, int]:
     if len(content) == 0:
         return len(special), 0
     return int(content[0]), int(len(special) - 1 - content[-1])
+
+
+def graph_optimization_level(manifest: dict[str, Any]) -> ort.GraphOptimizationLevel:
+    """What the session still has to optimize: nothing when this ONNX Runtime version
+    optimized the graph at export, else everything (an older or newer version may fuse
+    differently, and optimizing an optimized graph again is harmless).
+
+    Export stores the extended level, the last one that does not depend on the CPU; the
+    layout transforms ``ORT_ENABLE_ALL`` adds on top are CPU-specific and apply to
+    convolutions, which a token classifier has none of.
+    """
+    stored = manifest.get(OPTIMIZED_GRAPH)
+    if isinstance(stored, dict) and stored.get("onnxruntime") == ort.__version__:
+        return ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
 
 def _check_inputs(session: ort.InferenceSession, manifest: dict[str, Any]) -> dict[str, type]:

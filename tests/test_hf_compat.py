@@ -460,3 +460,10 @@ print(json.dumps({"text": text, "entities": [
 SHOW_SAGEMAKER = """
 print(json.dumps({"payload": payload, "result": result}))
 """
+
+
+def test_an_integral_float_stride_is_an_integer(client: TestClient) -> None:
+    """JSON Schema counts 8.0 as an integer, so the published schema admits it."""
+    for stride, status in ((8.0, 200), (8.5, 422), ("8", 422)):
+        response = client.post(PATH, json={"inputs": "Paris", "parameters": {"stride": stride}})
+        assert response.status_code == status, (stride, response.text)

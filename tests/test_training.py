@@ -323,6 +323,8 @@ def test_training_container_contract_end_to_end(
     assert transitions["weight"] == 0.5 and len(transitions["start"]) == 9
     assert [len(row) for row in transitions["matrix"]] == [9] * 9
     assert "MODEL_CARD.md" in manifest["files"]
+    # The served graph is stored optimized, so serving starts its session without optimizing.
+    assert manifest["onnxruntime_optimized"]["level"] == "extended"
     assert (tmp_path / "checkpoints" / "checkpoint.pt").is_file()
     for extra in ("metrics.json", "training_curve.png", "confusion_matrix.png"):
         assert (tmp_path / "output" / "data" / extra).stat().st_size > 0

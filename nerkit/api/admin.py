@@ -96,7 +96,7 @@ class AdminServices:
         return ModelStore.from_uri(self.settings.model_uri, self.s3)
 
 
-def _services(request: Request) -> AdminServices:
+async def _services(request: Request) -> AdminServices:
     services: AdminServices = request.app.state.admin
     return services
 

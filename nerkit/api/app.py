@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse
 
 from nerkit import __version__
 from nerkit.api import errors, hf, logs
+from nerkit.api.blocking import run_blocking
 from nerkit.api.body import read_json
 from nerkit.api.docs import add_offline_docs
 from nerkit.api.gateway import ApiGatewayPrefixMiddleware
@@ -54,9 +55,8 @@ PAGE = Path(__file__).with_name("page.html")
 router = APIRouter()
 
 
-def _loaded_model(request: Request, holder: Holder) -> LoadedModel:
-    # A sync dependency, so FastAPI runs a (slow) first load in its thread pool.
-    model = loaded_model(holder)
+async def _loaded_model(request: Request, holder: Holder) -> LoadedModel:
+    model = await run_blocking(request.scope, loaded_model, holder)
     logs.request_record(request.scope).model_version = model.version
     return model
 
@@ -65,17 +65,17 @@ Model = Annotated[LoadedModel, Depends(_loaded_model)]
 
 
 @router.get("/health", summary="Liveness: the process answers (no model needed)")
-def health() -> Health:
+async def health() -> Health:
     return Health()
 
 
 @router.get("/ready", summary="Readiness: the model is loaded", responses=UNAVAILABLE)
-def ready(model: Model, holder: Holder) -> Ready:
+async def ready(model: Model, holder: Holder) -> Ready:
     return Ready(model_version=model.version, refresh_error=holder.status().error)
 
 
 @router.get("/v1/model", summary="The served model", responses=UNAVAILABLE)
-def model_info(model: Model) -> ModelInfo:
+async def model_info(model: Model) -> ModelInfo:
     manifest = model.manifest
     return ModelInfo(
         name=manifest["name"],
@@ -119,7 +119,7 @@ async def entities(
     request: Request, holder: Holder, settings: CurrentSettings
 ) -> EntitiesResponse | BatchEntitiesResponse:
     payload = await read_json(request, settings.max_body_bytes)
-    body = await validated(EntitiesRequest, payload, settings)
+    body = await validated(request, EntitiesRequest, payload, settings)
     texts = body.inputs
     try:
         inference = await infer(
@@ -183,7 +183,7 @@ def _page_router(page: str, settings: Settings) -> APIRouter:
     headers = {"content-security-policy": page_csp(page, connect=upload)}
 
     @page_router.get("/", include_in_schema=False)
-    def index() -> HTMLResponse:
+    async def index() -> HTMLResponse:
         return HTMLResponse(page, headers=headers)
 
     return page_router
@@ -241,6 +241,9 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
         description=_description(settings),
         redoc_url=None,
         docs_url=None,  # add_offline_docs serves /docs without a CDN
+        # The app's metrics are its EMF log lines (nerkit.api.logs); FastAPI's OpenTelemetry
+        # hooks would only look up global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     add_offline_docs(app)
     app.state.settings = settings

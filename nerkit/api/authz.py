@@ -69,7 +69,7 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def require_admin(request: Request) -> Caller:
+async def require_admin(request: Request) -> Caller:
     """The dependency of every admin route: the admin caller, or a 403 in the envelope."""
     settings: Settings = request.app.state.settings
     caller = caller_of(request.scope)

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 from email.message import Message
+from functools import lru_cache
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from nerkit.api.blocking import run_blocking
 from nerkit.api.errors import ApiError
 
 
-def _check_media_type(request: Request) -> None:
-    header = request.headers.get("content-type", "")
+@lru_cache(maxsize=64)
+def _is_utf8_json(header: str) -> bool:
+    """Whether a Content-Type header names JSON in UTF-8; cached, as clients send the same
+    few headers again and again and the email parser costs more than the rest of reading."""
     parsed = Message()
     parsed["content-type"] = header
     media_type = parsed.get_content_type() if header else ""
@@ -27,7 +30,12 @@ def _check_media_type(request: Request) -> None:
     is_json = media_type == "application/json" or (
         media_type.startswith("application/") and media_type.endswith("+json")
     )
-    if not is_json or charset not in ("utf-8", "utf8"):
+    return is_json and charset in ("utf-8", "utf8")
+
+
+def _check_media_type(request: Request) -> None:
+    header = request.headers.get("content-type", "")
+    if not _is_utf8_json(header):
         raise ApiError(
             415,
             "unsupported_media_type",
@@ -36,17 +44,20 @@ def _check_media_type(request: Request) -> None:
 
 
 async def _read_limited(request: Request, max_bytes: int) -> bytes:
-    too_large = ApiError(413, "payload_too_large", f"the body is larger than {max_bytes} bytes")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
-        raise too_large  # refused without reading the body
+        raise _too_large(max_bytes)  # refused without reading the body
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise too_large
+            raise _too_large(max_bytes)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"the body is larger than {max_bytes} bytes")
 
 
 def _no_constants(name: str) -> Any:
@@ -59,7 +70,7 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     _check_media_type(request)
     raw = await _read_limited(request, max_bytes)
     # Parsing megabytes takes a while: in a worker thread, so other requests go on meanwhile.
-    return await run_in_threadpool(_parse, raw)
+    return await run_blocking(request.scope, _parse, raw)
 
 
 def _parse(raw: bytes) -> Any:

@@ -69,6 +69,11 @@ Inputs = Annotated[
 ]
 
 
+def _integral(value: Any) -> Any:
+    # JSON Schema's (and JSON's) integer includes 5.0; strict validation would refuse it.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 class HfParameters(BaseModel):
     """The pipeline's parameters for token classification; any other name is refused."""
 
@@ -85,7 +90,7 @@ class HfParameters(BaseModel):
         max_length=MAX_IGNORE_LABELS,
         description="Leave out entities of these groups (with none: tokens of these labels).",
     )
-    stride: int | None = Field(
+    stride: Annotated[int | None, BeforeValidator(_integral)] = Field(
         default=None,
         ge=0,
         description="Accepted for compatibility; results are the same for any value (long "
@@ -251,7 +256,7 @@ async def token_classification(
 ) -> JSONResponse:
     payload = await read_json(request, settings.max_body_bytes)
     try:
-        body = await validated(HfRequest, payload, settings)
+        body = await validated(request, HfRequest, payload, settings)
     except ApiError as exc:
         raise _without_tags(exc) from None
     single = isinstance(body.inputs, str)

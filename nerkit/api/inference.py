@@ -10,11 +10,11 @@ from time import perf_counter
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from nerkit.api import logs
+from nerkit.api.blocking import run_blocking
 from nerkit.api.errors import ApiError, validation_details
 from nerkit.api.model import REASONS, LoadedModel, ModelHolder, ModelUnavailableError
 from nerkit.api.schemas import ErrorResponse
@@ -54,12 +54,12 @@ def invalid(details: list[dict[str, Any]]) -> ApiError:
     return ApiError(422, "validation_error", "the request is not valid", details)
 
 
-def _holder(request: Request) -> ModelHolder:
+async def _holder(request: Request) -> ModelHolder:
     holder: ModelHolder = request.app.state.model
     return holder
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -68,10 +68,10 @@ Holder = Annotated[ModelHolder, Depends(_holder)]
 CurrentSettings = Annotated[Settings, Depends(_settings)]
 
 
-async def validated(schema: type[Body], payload: Any, settings: Settings) -> Body:
+async def validated(request: Request, schema: type[Body], payload: Any, settings: Settings) -> Body:
     """``payload`` as ``schema``, the limits (MAX_TEXTS and the rest) checked, or a 422."""
     # Linear in the body, which can be megabytes: off the event loop, like the inference.
-    return await run_in_threadpool(_validate, schema, payload, settings)
+    return await run_blocking(request.scope, _validate, schema, payload, settings)
 
 
 def _validate(schema: type[Body], payload: Any, settings: Settings) -> Body:
@@ -115,7 +115,7 @@ async def infer(
     while no model loads. A text that is not valid Unicode is a 422 at ``text_loc(index)``;
     the engine's other ``ValueError``s are the caller's to translate.
     """
-    model = await run_in_threadpool(loaded_model, holder)
+    model = await run_blocking(request.scope, loaded_model, holder)
     record = logs.request_record(request.scope)
     record.model_version = model.version
     record.n_texts, record.n_chars = len(texts), sum(map(len, texts))
@@ -123,7 +123,7 @@ async def infer(
         record.texts = texts
     started = perf_counter()
     try:
-        results = await run_in_threadpool(predict, model.engine, texts)
+        results = await run_blocking(request.scope, predict, model.engine, texts)
     except InvalidTextError as exc:
         record.texts = []  # not valid Unicode, so not writable to the log either
         detail = {

@@ -54,9 +54,13 @@ def reuse(dest: Path, sha256: str, source: str) -> LoadedArtifact | None:
     return LoadedArtifact(dest, manifest, str(manifest["version"]), source)
 
 
-def install(tar_file: Path, sha256: str, dest: Path, source: str) -> LoadedArtifact:
-    """Extract and verify ``tar_file`` (whose sha256 the caller computed) into ``dest``."""
-    manifest = extract(tar_file, dest)
+def install(
+    tar_file: Path, sha256: str, dest: Path, source: str, *, published: bool = False
+) -> LoadedArtifact:
+    """Extract and verify ``tar_file`` (whose sha256 the caller computed) into ``dest``;
+    ``published``: that sha256 matched the one published with the tarball, so its files
+    are not hashed again (``nerkit.artifact.verify``)."""
+    manifest = extract(tar_file, dest, published=published)
     (dest / CACHE_MARKER).write_text(sha256 + "\n")
     return LoadedArtifact(dest, manifest, str(manifest["version"]), source)
 

@@ -319,7 +319,7 @@ class ModelStore:
                         raise ArtifactError(
                             f"checksum mismatch: {source} is not what was published"
                         )
-                    artifact = cache.install(tmp, sha256, dest, source)
+                    artifact = cache.install(tmp, sha256, dest, source, published=True)
         if artifact.version != version:
             raise ArtifactError(f"{source} holds version {artifact.version}, not {version}")
         return artifact

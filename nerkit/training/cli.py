@@ -345,7 +345,9 @@ def _stage_channel(source: str, channel: Path) -> None:
             if channel.resolve() not in target.parents:
                 raise ValueError(f"refusing S3 key outside the channel: {key}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(bucket, key, str(target))
+            # The store's botocore client has no transfer manager; datasets are small files.
+            with target.open("wb") as out:
+                shutil.copyfileobj(s3.get_object(Bucket=bucket, Key=key)["Body"], out)
         return
     path = Path(source).resolve()
     if not path.exists():

@@ -140,6 +140,7 @@ def run_job(paths: JobPaths) -> dict[str, Any]:
             tokenizer_json=tokenizer_json,
             manifest=manifest,
             extra_files=[paths.output_data / CARD],
+            optimize=True,
         )
         (paths.output_data / "metrics.json").write_text(json.dumps(final["metrics"], indent=2))
         log.info(

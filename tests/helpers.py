@@ -64,15 +64,18 @@ class FakeClock:
         return self.now
 
 
-def artifact_version(source: Path, dest: Path, version: str, *, broken: bool = False) -> Path:
-    """A copy of the tiny artifact as ``version``, packed; ``broken`` replaces the ONNX graph
-    with bytes that pass the checksums but that ONNX Runtime cannot load."""
+def artifact_version(
+    source: Path, dest: Path, version: str, *, broken: bool = False, **manifest: Any
+) -> Path:
+    """A copy of the artifact ``source`` as ``version``, packed; ``broken`` replaces the ONNX
+    graph with bytes that pass the checksums but that ONNX Runtime cannot load; ``manifest``
+    entries replace the manifest's."""
     model_dir = dest / version
     shutil.copytree(source, model_dir)
     if broken:
         (model_dir / "model.onnx").write_bytes(b"not an onnx graph")
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    write_manifest(model_dir, {**manifest, "version": version})
+    original = json.loads((model_dir / "manifest.json").read_text())
+    write_manifest(model_dir, {**original, "version": version, **manifest})
     tar_path = dest / f"{version}.tar.gz"
     pack(model_dir, tar_path)
     return tar_path

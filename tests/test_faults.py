@@ -1,4 +1,4 @@
-"""Fault injection (issue 15): a stalled S3 and a release that passes every check but cannot run.
+"""Fault injection (issue 15): a stalled S3, and a release that passes every check but cannot run.
 
 S3 is moto_server behind ``StallingEndpoint``, a loopback TCP relay that stops answering on
 command, so the real botocore client meets a real silent socket. The S3 clients under test use
@@ -24,6 +24,8 @@ from helpers import FakeClock, artifact_version
 from nerkit.api.app import create_app
 from nerkit.api.model import ModelHolder
 from nerkit.api.settings import Settings
+from nerkit.artifact import extract, pack, write_manifest
+from nerkit.engine import NerEngine
 from nerkit.errors import StoreUnavailable
 from nerkit.store import ModelStore, open_source
 from nerkit.store.s3 import (
@@ -253,4 +255,97 @@ def test_a_first_load_from_a_stalled_s3_is_a_503_with_the_reason(
     error = response.json()["error"]
     assert error["code"] == "model_unavailable"
     assert [detail["type"] for detail in error["details"]] == ["store_unavailable"]
+    assert client.get("/health").status_code == 200
+
+
+# -- item 4: a release that passes every check but cannot run never serves -----------------
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default" / "model.tar.gz"
+
+
+def repacked(dest: Path, version: str, **manifest: Any) -> Path:
+    """The default model as ``version``, manifest entries replaced, checksums recomputed."""
+    model_dir = dest / version
+    original = extract(DEFAULT_MODEL, model_dir)
+    write_manifest(model_dir, {**original, "version": version, **manifest})
+    tar_path = dest / f"{version}.tar.gz"
+    pack(model_dir, tar_path)
+    return tar_path
+
+
+@pytest.fixture
+def default_releases(tmp_path: Path) -> dict[str, Path]:
+    """A good release and one claiming 1,024 tokens per window: its graph has 512 positions,
+    so it loads, and fails on every text longer than 512 tokens."""
+    return {
+        "v1": repacked(tmp_path, "v1"),
+        "v2-1024": repacked(tmp_path, "v2-1024", max_seq_length=1024),
+    }
+
+
+def test_an_unrunnable_release_never_replaces_the_served_model(
+    moto_s3: Any,
+    s3_settings: Settings,
+    default_releases: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trial_runs: list[str] = []
+    real_self_test = NerEngine.self_test
+
+    def counted_self_test(engine: NerEngine) -> None:
+        trial_runs.append(engine.manifest["version"])
+        real_self_test(engine)
+
+    monkeypatch.setattr(NerEngine, "self_test", counted_self_test)
+    moto_s3.create_bucket(Bucket=BUCKET)
+    store = ModelStore.from_uri(MODEL_PREFIX, moto_s3)
+    store.set_live(store.upload(default_releases["v1"]))
+    clock = FakeClock()
+    holder = ModelHolder(s3_settings, clock=clock)
+    client = TestClient(create_app(s3_settings, model=holder))
+    assert client.get("/ready").json() == {
+        "status": "ready",
+        "model_version": "v1",
+        "refresh_error": None,
+    }
+
+    store.set_live(store.upload(default_releases["v2-1024"]))
+    for _ in range(2):
+        clock.now += 60
+        long_text = "Angela Merkel met Tim Cook in Berlin. " * 80  # over 512 tokens
+        response = client.post("/v1/entities", json={"text": long_text})
+        assert response.status_code == 200, response.text
+        assert response.json()["model_version"] == "v1"
+        ready = client.get("/ready")
+        assert ready.status_code == 200
+        assert ready.json() == {
+            "status": "ready",
+            "model_version": "v1",
+            "refresh_error": "failed_trial_run",
+        }
+    status = holder.status()
+    assert "max_seq_length (1024)" in (status.error_detail or "")
+    # Remembered as bad like any fault of a release: not tried again at the second check.
+    assert (status.loads, trial_runs) == (1, ["v1", "v2-1024"])
+
+
+def test_an_unrunnable_first_release_is_a_503_with_the_reason(
+    moto_s3: Any, s3_settings: Settings, default_releases: dict[str, Path]
+) -> None:
+    moto_s3.create_bucket(Bucket=BUCKET)
+    store = ModelStore.from_uri(MODEL_PREFIX, moto_s3)
+    store.set_live(store.upload(default_releases["v2-1024"]))
+    client = TestClient(create_app(s3_settings))
+    for path in ("/ready", "/v1/model"):
+        response = client.get(path)
+        assert response.status_code == 503
+        error = response.json()["error"]
+        assert error["code"] == "model_unavailable"
+        assert error["details"] == [
+            {
+                "loc": [],
+                "type": "failed_trial_run",
+                "msg": "the model loaded but failed its trial run",
+            }
+        ]
     assert client.get("/health").status_code == 200

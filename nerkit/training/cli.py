@@ -23,7 +23,7 @@ from pathlib import Path
 
 from nerkit import artifact
 from nerkit.decoding import AGGREGATIONS, DECODINGS
-from nerkit.engine import NerEngine
+from nerkit.engine import NerEngine, trial_run
 from nerkit.errors import ModelError
 from nerkit.exit_codes import ExitCode
 from nerkit.publish import publish
@@ -202,7 +202,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _publish_and_report(tar_path: Path, args: argparse.Namespace) -> int:
     store = ModelStore.from_uri(args.uri)
     decision, pointer = publish(
-        store, tar_path, min_f1=args.min_f1, must_beat_live=args.must_beat_live
+        store,
+        tar_path,
+        min_f1=args.min_f1,
+        must_beat_live=args.must_beat_live,
+        trial_run=trial_run,
     )
     print(json.dumps({"gate": asdict(decision), "live": asdict(pointer) if pointer else None}))
     return ExitCode.OK if decision.passed else ExitCode.GATE_REFUSED

@@ -32,6 +32,7 @@ from nerkit.store.s3 import (
     CLIENT_CONFIG,
     REQUEST_BUDGET_SECONDS,
     S3_CALL_BUDGET_SECONDS,
+    retry_pause_limit,
 )
 
 BUCKET = "nerkit-fault-models"
@@ -39,10 +40,6 @@ MODEL_PREFIX = f"s3://{BUCKET}/models"
 TEXT = "Angela Merkel met Tim Cook of Apple in Berlin on Monday."
 # Small enough to keep the tests fast, large enough for moto_server on a busy machine.
 TEST_TIMEOUTS = Config(connect_timeout=2, read_timeout=2)
-# botocore's standard-mode pause before retry n (1-based), at most: 2 ** (n - 1) s after
-# throttling (0.05 s scale otherwise), plus up to 5 s for an x-amz-retry-after header.
-_BACKOFF_CAP_SECONDS = 20.0
-_RETRY_AFTER_EXTRA_SECONDS = 5.0
 
 
 class StallingEndpoint:
@@ -174,11 +171,7 @@ def test_the_s3_clients_worst_case_is_inside_the_request_budget(
         store.live()
     # How many attempts botocore makes, counted on the wire, not read from its docs.
     attempts = silent_s3.stalled
-    retries = range(1, attempts)
-    backoff = sum(
-        min(2.0 ** (retry - 1), _BACKOFF_CAP_SECONDS) + _RETRY_AFTER_EXTRA_SECONDS
-        for retry in retries
-    )
+    backoff = sum(retry_pause_limit(retry) for retry in range(1, attempts))
     per_attempt = CLIENT_CONFIG.connect_timeout + CLIENT_CONFIG.read_timeout
     worst_case = attempts * per_attempt + backoff
     assert attempts == CLIENT_CONFIG.retries["total_max_attempts"] == 2

@@ -38,7 +38,7 @@ READ_TIMEOUT_SECONDS = 2.0
 TOTAL_ATTEMPTS = 2
 
 
-def _retry_backoff_limit(retry: int) -> float:
+def retry_pause_limit(retry: int) -> float:
     """The longest pause botocore's standard mode makes before retry ``retry`` (1-based):
     random x min(2 ** (retry - 1) x 1 s, 20 s) after throttling (0.05 s otherwise), raised
     by at most 5 s more when the answer carries ``x-amz-retry-after``."""
@@ -46,7 +46,7 @@ def _retry_backoff_limit(retry: int) -> float:
 
 
 S3_CALL_BUDGET_SECONDS = TOTAL_ATTEMPTS * (CONNECT_TIMEOUT_SECONDS + READ_TIMEOUT_SECONDS) + sum(
-    _retry_backoff_limit(retry) for retry in range(1, TOTAL_ATTEMPTS)
+    retry_pause_limit(retry) for retry in range(1, TOTAL_ATTEMPTS)
 )
 CLIENT_CONFIG = Config(
     connect_timeout=CONNECT_TIMEOUT_SECONDS,

@@ -9,6 +9,7 @@ window boundary). Windows of all texts are run together in length-sorted batches
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from nerkit.artifact import ArtifactError, verify
+from nerkit.artifact import ArtifactError, extract, verify
 from nerkit.decoding import (
     Entity,
     Token,
@@ -32,6 +33,7 @@ from nerkit.decoding import (
     subword_flags,
     transition_prior,
 )
+from nerkit.errors import TrialRunFailed
 from nerkit.features import CASING_SCHEME, casing_ids
 from nerkit.labels import OUTSIDE
 
@@ -43,6 +45,7 @@ __all__ = [
     "UnknownLabelsError",
     "assign_windows",
     "plan_windows",
+    "trial_run",
 ]
 
 DEFAULT_BATCH_SIZE = 32
@@ -103,6 +106,17 @@ class _Document:
     @property
     def length(self) -> int:
         return len(self.offsets)
+
+
+def trial_run(tar_path: Path) -> None:
+    """Extract ``tar_path`` (a ``model.tar.gz``) into a scratch directory, load it and run
+    ``NerEngine.self_test``: what the command lines that move LIVE demand first, as serving's
+    model holder does before a swap. Raises ``ArtifactError`` (``TrialRunFailed`` when the
+    model loads but cannot run)."""
+    with tempfile.TemporaryDirectory(prefix="nerkit-trial-") as scratch:
+        model_dir = Path(scratch) / "model"
+        manifest = extract(tar_path, model_dir)
+        NerEngine.load(model_dir, manifest=manifest).self_test()
 
 
 def plan_windows(length: int, capacity: int, stride: int) -> np.ndarray:
@@ -218,7 +232,7 @@ class NerEngine:
 
         Loading checks what the graph declares; this catches what only running shows, such
         as a ``max_seq_length`` beyond the graph's position embeddings. Raises
-        ``ArtifactError`` (or ``MemoryError``, which is not the artifact's fault).
+        ``TrialRunFailed`` (or ``MemoryError``, which is not the artifact's fault).
         """
         limit = self.manifest["max_seq_length"]
         texts = [" ".join(["x"] * (self._capacity + 1)), "Paris"]
@@ -234,15 +248,15 @@ class NerEngine:
             raise
         except Exception as exc:  # onnxruntime raises its own types
             failure = f"model.onnx fails on a window of max_seq_length ({limit}) tokens"
-            raise _failure(exc, failure) from None
+            raise _failure(exc, failure, TrialRunFailed) from None
         for doc, probabilities in zip(documents, scores, strict=True):
             if probabilities.shape != (doc.length, len(self._labels)):
-                raise ArtifactError(
+                raise TrialRunFailed(
                     f"model.onnx gives scores of shape {probabilities.shape} for "
                     f"{doc.length} tokens and {len(self._labels)} labels"
                 )
             if not np.isfinite(probabilities).all():
-                raise ArtifactError("model.onnx gives scores that are not finite")
+                raise TrialRunFailed("model.onnx gives scores that are not finite")
 
     @property
     def labels(self) -> list[str]:
@@ -591,13 +605,13 @@ def _unk_id(tokenizer: Tokenizer) -> int:
     return _NO_TOKEN_ID if unk_id is None else unk_id
 
 
-def _failure(exc: Exception, failure: str) -> Exception:
-    """What an ONNX Runtime or tokenizers error means for the artifact: ``ArtifactError``
+def _failure(exc: Exception, failure: str, blame: type[ArtifactError] = ArtifactError) -> Exception:
+    """What an ONNX Runtime or tokenizers error means for the artifact: ``blame``
     (``failure: exc``), unless memory ran out, which is not the artifact's fault and must
     not make callers blame (and skip) the release."""
     if _out_of_memory(exc):
         return MemoryError(f"not enough memory for the model: {exc}")
-    return ArtifactError(f"{failure}: {exc}")
+    return blame(f"{failure}: {exc}")
 
 
 def _out_of_memory(exc: Exception) -> bool:

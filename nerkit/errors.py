@@ -5,7 +5,8 @@
 - ``StoreUnavailable`` is **transient**: S3 unreachable, throttled or denying access, or the
   local cache unusable (disk full). The model may be fine; trying again later can succeed.
 - ``IntrinsicModelError`` is a fault of the model itself: a bad artifact or LIVE pointer
-  (``ArtifactError``) or a model, version or pointer that does not exist (``ModelNotFound``).
+  (``ArtifactError``; ``TrialRunFailed`` when it loads but cannot run) or a model, version
+  or pointer that does not exist (``ModelNotFound``).
   Trying the same release again fails the same way.
 - ``StoreConflict``: the store is not in the state a write assumed (a version already stored
   with other bytes, LIVE moved meanwhile or is already what was asked for).
@@ -35,6 +36,11 @@ class IntrinsicModelError(ModelError):
 
 class ArtifactError(IntrinsicModelError):
     """The artifact (tarball, manifest, files) or the LIVE pointer is corrupt or unsafe."""
+
+
+class TrialRunFailed(ArtifactError):
+    """The model passes every check and loads, but its trial run (``NerEngine.self_test``)
+    fails: the release cannot serve, and must not replace one that can."""
 
 
 class ModelNotFound(IntrinsicModelError):

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from nerkit.cli_text import plain
+from nerkit.engine import trial_run
 from nerkit.errors import ModelError
 from nerkit.exit_codes import ExitCode
 from nerkit.publish import publish, publish_report
@@ -95,7 +96,11 @@ def _upload(store: ModelStore, args: argparse.Namespace) -> dict[str, Any]:
 
 def _publish(store: ModelStore, args: argparse.Namespace) -> dict[str, Any]:
     decision, pointer = publish(
-        store, args.tarball, min_f1=args.min_f1, must_beat_live=args.must_beat_live
+        store,
+        args.tarball,
+        min_f1=args.min_f1,
+        must_beat_live=args.must_beat_live,
+        trial_run=trial_run,
     )
     report = publish_report(store, decision, pointer)
     if not decision.passed:

@@ -2,11 +2,12 @@
 
 One decision shared by the CLIs (``nerkit-train train --publish``, ``nerkit-models publish``)
 and the training pipeline's gate Lambda, so a model goes live by the same rule wherever it was
-trained.
+trained. The CLIs also demand a trial run of the model; the gate Lambda cannot (``publish``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -88,13 +89,20 @@ def publish(
     *,
     min_f1: float,
     must_beat_live: bool = False,
+    trial_run: Callable[[Path], None] | None,
 ) -> tuple[GateDecision, Pointer | None]:
     """Upload the candidate as a new version; move LIVE only if it passes the gate.
 
+    ``trial_run`` (``nerkit.engine.trial_run``, which needs ONNX Runtime) first proves that
+    the candidate runs, and raises before anything is stored if it cannot; ``None`` skips
+    it, for the training pipeline's gate Lambda, which has no ONNX Runtime (serving's model
+    holder still runs the trial before a swap; docs/RELIABILITY.md).
     The version is uploaded either way (kept for inspection, never served); LIVE moves
     conditionally on the pointer read for the comparison, so a concurrent publish cannot
     be overwritten unseen.
     """
+    if trial_run is not None:
+        trial_run(tar_path)
     version = store.upload(tar_path)
     live = store.live()
     live_manifest = store.manifest(live.version) if (must_beat_live and live) else None

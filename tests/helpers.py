@@ -7,6 +7,8 @@ tests/conftest.py's directory on ``sys.path``.
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -59,5 +61,32 @@ def dummy_tarball(work: Path, version: str, *, model: bytes | None = None, **man
     """``dummy_artifact`` at ``work/model``, packed as ``work/model.tar.gz``."""
     model_dir = dummy_artifact(work / "model", version, model=model, **manifest)
     tar_path = work / "model.tar.gz"
+    pack(model_dir, tar_path)
+    return tar_path
+
+
+class FakeClock:
+    """The model holder's monotonic clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def artifact_version(
+    source: Path, dest: Path, version: str, *, broken: bool = False, **manifest: Any
+) -> Path:
+    """A copy of the artifact ``source`` as ``version``, packed; ``broken`` replaces the ONNX
+    graph with bytes that pass the checksums but that ONNX Runtime cannot load; ``manifest``
+    entries replace the manifest's."""
+    model_dir = dest / version
+    shutil.copytree(source, model_dir)
+    if broken:
+        (model_dir / "model.onnx").write_bytes(b"not an onnx graph")
+    original = json.loads((model_dir / "manifest.json").read_text())
+    write_manifest(model_dir, {**original, "version": version, **manifest})
+    tar_path = dest / f"{version}.tar.gz"
     pack(model_dir, tar_path)
     return tar_path

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import json
 import re
-import shutil
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ from typing import Any, get_args
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import FakeClock, artifact_version
 from jsonschema import Draft202012Validator
 
 from nerkit.api.app import create_app
@@ -38,7 +38,6 @@ from nerkit.api.schemas import (
     EntitiesRequest,
 )
 from nerkit.api.settings import Settings, SettingsError
-from nerkit.artifact import pack, write_manifest
 from nerkit.decoding import AGGREGATIONS, DECODINGS
 from nerkit.engine import NerEngine
 from nerkit.errors import ArtifactError, StoreUnavailable
@@ -55,16 +54,6 @@ UNICODE_TEXT = (
 SECRET = "Xylophone Quetzalcoatl Wimbledon"
 BUCKET = "nerkit-api-models"
 MODEL_PREFIX = f"s3://{BUCKET}/models"
-
-
-class FakeClock:
-    """The model holder's monotonic clock, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -156,20 +145,6 @@ def pointer(version: str, sha256: str = "0" * 64) -> Pointer:
 def request_lines(output: str) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     return [line for line in lines if line.get("logger") == "nerkit.api.request"]
-
-
-def artifact_version(source: Path, dest: Path, version: str, *, broken: bool = False) -> Path:
-    """A copy of the tiny artifact as ``version``, packed; ``broken`` replaces the ONNX graph
-    with bytes that pass the checksums but that ONNX Runtime cannot load."""
-    model_dir = dest / version
-    shutil.copytree(source, model_dir)
-    if broken:
-        (model_dir / "model.onnx").write_bytes(b"not an onnx graph")
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    write_manifest(model_dir, {**manifest, "version": version})
-    tar_path = dest / f"{version}.tar.gz"
-    pack(model_dir, tar_path)
-    return tar_path
 
 
 # -- liveness, readiness, model info ------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import dummy_tarball
+from helpers import artifact_version, dummy_tarball
 
 from nerkit import artifact, models_cli
 from nerkit.exit_codes import ExitCode
@@ -56,18 +56,23 @@ def test_a_live_model_without_f1_leaves_only_the_minimum(live_metrics: dict[str,
 
 
 def test_publish_moves_live_only_when_the_gate_passes(s3: None, tmp_path: Path) -> None:
+    # Dummy models: the gate's rule alone (the CLIs' trial run is tested with real ones).
     store = ModelStore(BUCKET, PREFIX)
-    decision, pointer = publish(store, make_tar(tmp_path, "v1", 0.88), min_f1=0.85)
+    decision, pointer = publish(store, make_tar(tmp_path, "v1", 0.88), min_f1=0.85, trial_run=None)
     assert decision.passed and pointer is not None and store.live().version == "v1"
 
-    decision, pointer = publish(store, make_tar(tmp_path, "v2", 0.80), min_f1=0.85)
+    decision, pointer = publish(store, make_tar(tmp_path, "v2", 0.80), min_f1=0.85, trial_run=None)
     assert not decision.passed and pointer is None
     assert store.live().version == "v1"
     assert {v.version for v in store.versions()} == {"v1", "v2"}  # kept, never served
 
-    decision, _ = publish(store, make_tar(tmp_path, "v3", 0.87), min_f1=0.85, must_beat_live=True)
+    decision, _ = publish(
+        store, make_tar(tmp_path, "v3", 0.87), min_f1=0.85, must_beat_live=True, trial_run=None
+    )
     assert not decision.passed and store.live().version == "v1"
-    decision, _ = publish(store, make_tar(tmp_path, "v4", 0.90), min_f1=0.85, must_beat_live=True)
+    decision, _ = publish(
+        store, make_tar(tmp_path, "v4", 0.90), min_f1=0.85, must_beat_live=True, trial_run=None
+    )
     assert decision.passed and store.live().version == "v4"
 
 
@@ -75,19 +80,24 @@ def test_must_beat_live_over_a_live_model_without_metrics(s3: None, tmp_path: Pa
     store = ModelStore(BUCKET, PREFIX)
     store.set_live(store.upload(make_tar(tmp_path, "hand-made", None)))
     decision, pointer = publish(
-        store, make_tar(tmp_path, "v1", 0.5), min_f1=0.4, must_beat_live=True
+        store, make_tar(tmp_path, "v1", 0.5), min_f1=0.4, must_beat_live=True, trial_run=None
     )
     assert decision.passed and pointer is not None and pointer.previous == "hand-made"
     assert "hand-made has no validation F1" in decision.reason
 
 
+def runnable_tar(source: Path, tmp_path: Path, version: str, f1: float, **manifest: Any) -> Path:
+    """The tiny artifact as ``version`` with a validation F1: it passes the CLIs' trial run."""
+    metrics = {"validation": {"f1": f1}}
+    return artifact_version(source, tmp_path, version, metrics=metrics, **manifest)
+
+
 def test_cli_publish_and_rollback(
-    s3: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    s3: None, tmp_path: Path, tiny_artifact_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def publish_cli(version: str, f1: float, *gate: str) -> int:
-        return models_cli.main(
-            ["publish", str(make_tar(tmp_path, version, f1)), "--uri", URI, *gate]
-        )
+        tarball = runnable_tar(tiny_artifact_dir, tmp_path, version, f1)
+        return models_cli.main(["publish", str(tarball), "--uri", URI, *gate])
 
     assert publish_cli("v1", 0.9) == 0
     assert publish_cli("v2", 0.92, "--min-f1", "0.9", "--must-beat-live") == 0
@@ -106,9 +116,26 @@ def test_cli_publish_and_rollback(
 
 
 def test_cli_publish_refuses_an_artifact_without_metrics(
-    s3: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    s3: None, tmp_path: Path, tiny_artifact_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = models_cli.main(["publish", str(make_tar(tmp_path, "v1", None)), "--uri", URI])
+    no_metrics = artifact_version(tiny_artifact_dir, tmp_path, "v1", metrics={})
+    code = models_cli.main(["publish", str(no_metrics), "--uri", URI])
     assert code == 1
     assert "no metrics.validation.f1" in json.loads(capsys.readouterr().err)["error"]
     assert ModelStore(BUCKET, PREFIX).live() is None
+
+
+def test_cli_publish_refuses_a_model_that_fails_its_trial_run(
+    s3: None, tmp_path: Path, tiny_artifact_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The tiny graph has 512 positions: a release claiming 1,024 loads, then cannot run.
+    good = runnable_tar(tiny_artifact_dir, tmp_path, "v1", 0.9)
+    assert models_cli.main(["publish", str(good), "--uri", URI]) == 0
+    claims_1024 = runnable_tar(tiny_artifact_dir, tmp_path, "v2", 0.95, max_seq_length=1024)
+    capsys.readouterr()
+    assert models_cli.main(["publish", str(claims_1024), "--uri", URI]) == ExitCode.ERROR
+    error = json.loads(capsys.readouterr().err)["error"]
+    assert "fails on a window of max_seq_length (1024) tokens" in error
+    store = ModelStore(BUCKET, PREFIX)
+    assert store.live().version == "v1"
+    assert [info.version for info in store.versions()] == ["v1"], "nothing stored"

@@ -18,7 +18,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
-from helpers import dummy_tarball, free_port
+from helpers import artifact_version, dummy_tarball, free_port
 
 from nerkit import models_cli
 from nerkit.artifact import MANIFEST, sha256_file
@@ -777,10 +777,13 @@ def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
     return code, json.loads(out if code in (0, ExitCode.GATE_REFUSED) else err)
 
 
-def test_cli_end_to_end(s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_end_to_end(
+    s3: S3Client, tmp_path: Path, tiny_artifact_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     where = ["--bucket", BUCKET, "--prefix", "models"]
     v1 = build_tarball(tmp_path, "v1")
-    v2 = build_tarball(tmp_path, "v2", metrics={"validation": {"f1": 0.9}})
+    # publish runs the model first (a trial run): a real one, not dummy bytes.
+    v2 = artifact_version(tiny_artifact_dir, tmp_path, "v2", metrics={"validation": {"f1": 0.9}})
     assert cli(capsys, "upload", str(v1), "--uri", URI) == (
         0,
         {"version": "v1", "uri": f"{URI}/v1/model.tar.gz"},
@@ -806,10 +809,11 @@ def test_cli_end_to_end(s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_cli_publish_goes_through_the_gate(
-    s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    s3: S3Client, tmp_path: Path, tiny_artifact_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def tarball(version: str, f1: float) -> str:
-        return str(build_tarball(tmp_path, version, metrics={"validation": {"f1": f1}}))
+    def tarball(version: str, f1: float | None) -> str:
+        metrics = {} if f1 is None else {"validation": {"f1": f1}}
+        return str(artifact_version(tiny_artifact_dir, tmp_path, version, metrics=metrics))
 
     assert cli(capsys, "publish", tarball("v1", 0.8), "--uri", URI, "--min-f1", "0.7")[0] == 0
     code, report = cli(capsys, "publish", tarball("v2", 0.6), "--uri", URI, "--min-f1", "0.7")
@@ -825,7 +829,7 @@ def test_cli_publish_goes_through_the_gate(
     # Refused versions are stored for inspection, never served.
     assert [item["version"] for item in listing["versions"]] == ["v1", "v2", "v3", "v4"]
     assert listing["live"] == "v4"
-    code, error = cli(capsys, "publish", str(build_tarball(tmp_path, "v5")), "--uri", URI)
+    code, error = cli(capsys, "publish", tarball("v5", None), "--uri", URI)
     assert code == 1 and "no metrics.validation.f1" in error["error"]
 
 
@@ -852,17 +856,19 @@ def test_through_a_real_s3_endpoint(
     moto_server: str,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    tiny_artifact_dir: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     metrics = {"validation": {"f1": 0.9}}
     for version in ("v1", "v2"):
-        tar = build_tarball(tmp_path, version, metrics=metrics)
+        tar = artifact_version(tiny_artifact_dir, tmp_path, version, metrics=metrics)
         assert cli(capsys, "publish", str(tar), "--uri", URI)[0] == 0
 
     loaded = open_source(URI, tmp_path / "cache").fetch()
-    assert (loaded.version, (loaded.path / "model.onnx").read_bytes()) == ("v2", b"onnx v2")
+    onnx = (tiny_artifact_dir / "model.onnx").read_bytes()
+    assert (loaded.version, (loaded.path / "model.onnx").read_bytes()) == ("v2", onnx)
     assert live_of(ModelStore.from_uri(URI)) == "v2"
 
     # Conditional writes over HTTP: no overwrite of a version, no lost LIVE update.

@@ -4,10 +4,12 @@ A Lambda environment serves many invocations, so the engine is loaded once and t
 during the init phase when ``PRELOAD_MODEL`` is on (``preload``), else on first use. When
 ``MODEL_URI`` follows a LIVE pointer, the pointer is re-read (one small GET) at most every
 ``MODEL_REFRESH_SECONDS``, whatever the outcome of the last check; a new version is loaded
-next to the old one and swapped in only once it is fully loaded, so a request never sees a
-half-loaded model and a broken release never replaces a working one. A release that failed to
-load (a fault of the artifact, not of S3 or the disk) is remembered by version and sha256 and
-not downloaded again until LIVE moves. The model source (``nerkit.store.open_source``) is
+next to the old one and swapped in only once it is fully loaded and has passed its trial run
+(``NerEngine.self_test``: full-length windows must give finite scores), so a request never sees
+a half-loaded model and a broken release, even one that passes every check of its files and
+graph, never replaces a working one. A release that failed to load or its trial run (a fault
+of the artifact, not of S3 or the disk) is remembered by version and sha256 and not downloaded
+again until LIVE moves. The model source (``nerkit.store.open_source``) is
 built once, on first use, and serves every check and download (with one S3 client).
 
 Failures are recorded as a reason category, the only thing clients see (``REASONS``); the
@@ -35,6 +37,7 @@ from nerkit.errors import (
     ModelError,
     ModelNotFound,
     StoreUnavailable,
+    TrialRunFailed,
 )
 from nerkit.store import ModelSource, Pointer, open_source
 
@@ -50,6 +53,7 @@ REASONS = {
     "no_live_model": "no model has been published",
     "store_unavailable": "the model store cannot be reached",
     "load_failed": "the model failed to load",
+    "failed_trial_run": "the model loaded but failed its trial run",
 }
 
 
@@ -241,6 +245,7 @@ class ModelHolder:
         engine = NerEngine.load(
             artifact.path, threads=self._settings.ner_threads, manifest=artifact.manifest
         )
+        engine.self_test()
         log.info(
             "model loaded",
             extra={
@@ -298,4 +303,6 @@ def _reason(exc: Exception) -> str:
         return "no_live_model"
     if isinstance(exc, StoreUnavailable):
         return "store_unavailable"
+    if isinstance(exc, TrialRunFailed):
+        return "failed_trial_run"
     return "load_failed"

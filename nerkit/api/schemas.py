@@ -236,8 +236,8 @@ class Ready(BaseModel):
     refresh_error: str | None = Field(
         default=None,
         description="Set while the LIVE version cannot be served: why the last check or load "
-        "failed (store_unavailable, no_live_model, load_failed); the model that was already "
-        "loaded keeps serving. Details are in the logs only.",
+        "failed (store_unavailable, no_live_model, load_failed, failed_trial_run); the model "
+        "that was already loaded keeps serving. Details are in the logs only.",
     )
 
 

@@ -86,7 +86,13 @@ def run_gate(request: GateRequest, store: ModelStore, workdir: Path) -> dict[str
     tarball = workdir / "model.tar.gz"
     pack(candidate.path, tarball)
     decision, pointer = publish(
-        store, tarball, min_f1=request.min_f1, must_beat_live=request.must_beat_live
+        store,
+        tarball,
+        min_f1=request.min_f1,
+        must_beat_live=request.must_beat_live,
+        # No ONNX Runtime on this runtime (infra/assets.py): serving's model holder runs the
+        # trial before the swap instead, and keeps its model if the trial fails.
+        trial_run=None,
     )
     if pointer is None:
         raise GateFailed(f"model {candidate.version} rejected: {decision.reason}")

@@ -265,7 +265,7 @@ class ModelStore:
         """The manifest copy of ``version`` (no tarball download)."""
         key = self.key(check_version(version), MANIFEST)
         try:
-            raw = self._read("get_object", key)["Body"].read()
+            raw, _ = self._get(key)
         except ObjectMissing:
             raise ModelNotFound(f"version {version} not found in {self.uri}") from None
         try:
@@ -338,10 +338,10 @@ class ModelStore:
     def _read_live(self) -> tuple[Pointer | None, str | None]:
         """The pointer and its ETag (for the conditional write), or ``(None, None)``."""
         try:
-            response = self._read("get_object", self.key(LIVE))
+            raw, etag = self._get(self.key(LIVE))
         except ObjectMissing:
             return None, None
-        return _parse_pointer(response["Body"].read(), f"{self.uri}/{LIVE}"), response["ETag"]
+        return _parse_pointer(raw, f"{self.uri}/{LIVE}"), etag
 
     def _tarball_sha256(self, version: str) -> str:
         """From the manifest copy's metadata, or for versions stored before it carried the
@@ -386,6 +386,13 @@ class ModelStore:
                 digest.update(chunk)
                 out.write(chunk)
         return digest.hexdigest()
+
+    def _get(self, key: str) -> tuple[bytes, str]:
+        """The bytes and ETag of a small object. The body is read inside the error
+        translation too: a stalled read after the headers is ``StoreUnavailable``."""
+        response = self._read("get_object", key)
+        with s3_errors(self.bucket, key):
+            return response["Body"].read(), response["ETag"]
 
     def _read(self, operation: str, key: str) -> dict[str, Any]:
         """A GET or HEAD of ``key``; a denial of an absent key reads as absent (module

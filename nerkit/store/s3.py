@@ -22,13 +22,38 @@ from nerkit.errors import ModelNotFound, StoreConflict, StoreUnavailable
 # botocore generates its clients at runtime and ships no type stubs; the alias documents intent.
 S3Client = Any
 
-# Serving checks LIVE and downloads models inside a request's time budget (API Gateway: 29 s):
-# fail fast on a dead or stalled endpoint; two attempts of at most 2 s connect + 10 s per
-# read stay well inside it, and a failed refresh keeps the model already loaded.
+# A request's time, and what S3 may take of it. API Gateway ends a request after 29 s (the
+# serving Lambda's timeout, infra's lambda_timeout_seconds), and serving reads LIVE and
+# downloads models inside requests. One S3 call takes at most S3_CALL_BUDGET_SECONDS: every
+# attempt its connect and read timeouts, plus botocore's backoff before each retry. A stalled
+# S3 fails the first call it stalls (a stalled body read: one read timeout, not retried), which
+# ends that check or load: the model already loaded keeps serving, or the request is a 503.
+# The rest of the request budget is for loading a new model and the largest inference
+# (docs/RELIABILITY.md has the arithmetic).
+REQUEST_BUDGET_SECONDS = 29.0
+CONNECT_TIMEOUT_SECONDS = 1.0
+# urllib3 applies it to each socket read: the wait for the response and for every body chunk.
+READ_TIMEOUT_SECONDS = 2.0
+# The first attempt included. botocore's ``max_attempts`` would count retries only (N + 1
+# attempts), so the config names ``total_max_attempts``.
+TOTAL_ATTEMPTS = 2
+
+
+def retry_pause_limit(retry: int) -> float:
+    """The longest pause botocore's standard mode makes before retry ``retry`` (1-based):
+    random x min(2 ** (retry - 1) x 1 s, 20 s) after throttling (0.05 s otherwise), raised
+    by at most 5 s more when the answer carries ``x-amz-retry-after``."""
+    return min(2.0 ** (retry - 1), 20.0) + 5.0
+
+
+S3_CALL_BUDGET_SECONDS = TOTAL_ATTEMPTS * (CONNECT_TIMEOUT_SECONDS + READ_TIMEOUT_SECONDS) + sum(
+    retry_pause_limit(retry) for retry in range(1, TOTAL_ATTEMPTS)
+)
+# Options of botocore's Config (botocore itself is imported on first S3 use).
 CLIENT_OPTIONS: dict[str, Any] = {
-    "connect_timeout": 2,
-    "read_timeout": 10,
-    "retries": {"mode": "standard", "max_attempts": 2},
+    "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+    "read_timeout": READ_TIMEOUT_SECONDS,
+    "retries": {"mode": "standard", "total_max_attempts": TOTAL_ATTEMPTS},
 }
 
 _MISSING_OBJECT = {"NoSuchKey", "404", "NotFound"}

@@ -25,7 +25,7 @@ from typing import Any
 from nerkit import artifact
 from nerkit.cli_text import plain
 from nerkit.decoding import AGGREGATIONS, DECODINGS
-from nerkit.engine import NerEngine
+from nerkit.engine import NerEngine, trial_run
 from nerkit.errors import ModelError
 from nerkit.exit_codes import ExitCode
 from nerkit.publish import gate_metric, publish, publish_report
@@ -415,7 +415,11 @@ def _check_types_overlap(
 def _publish_and_report(tar_path: Path, args: argparse.Namespace) -> int:
     store = ModelStore.from_uri(args.uri)
     decision, pointer = publish(
-        store, tar_path, min_f1=args.min_f1, must_beat_live=args.must_beat_live
+        store,
+        tar_path,
+        min_f1=args.min_f1,
+        must_beat_live=args.must_beat_live,
+        trial_run=trial_run,
     )
     print(json.dumps(publish_report(store, decision, pointer)))
     return ExitCode.OK if decision.passed else ExitCode.GATE_REFUSED

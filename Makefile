@@ -34,6 +34,7 @@ run: $(VENV)/.installed
 
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 # The OpenAPI property test of `make test`, long: FUZZ_EXAMPLES cases per operation and

@@ -280,6 +280,16 @@ def test_a_run_without_a_job_name_gets_the_deployment_prefix(handler: Mangum) ->
     assert status == 201 and started["id"].startswith(PREFIX)
 
 
+def test_a_run_can_hold_validation_out_of_train(handler: Mangum) -> None:
+    """As with nerkit.pipeline.start --split: no validation channel, validation_split."""
+    body = {"train": f"{DATASETS}/one/train/", "hyperparameters": {"validation_split": 0.1}}
+    status, started = call(handler, "POST", "/v1/training-runs", body)
+    assert status == 201, started
+    assert started["input"]["channels"] == {"train": body["train"]}
+    status, error = call(handler, "POST", "/v1/training-runs", {"train": body["train"]})
+    assert status == 422, error
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -550,3 +560,21 @@ def test_the_admin_routes_import_nothing_the_serving_image_lacks() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_non_ascii_key_is_refused_not_an_error() -> None:
+    """make run's key check compares bytes: a key with any character is a 403, never a 500."""
+    import asyncio
+
+    from nerkit.api.local_gateway import LocalApiKeys
+
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["aws.event"]["requestContext"]["identity"])
+
+    gateway = LocalApiKeys(app, {"the-key": "admin-id"})
+    for key in ("clé", "the-key"):
+        scope = {"type": "http", "path": "/v1/models", "headers": [(b"x-api-key", key.encode())]}
+        asyncio.run(gateway(scope, None, None))
+    assert seen == [{}, {"apiKeyId": "admin-id"}]

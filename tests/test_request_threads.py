@@ -157,3 +157,28 @@ def test_the_first_model_load_of_a_local_server_leaves_the_event_loop(
     loop_thread, status = asyncio.run(ready())
     assert status == 200
     assert load_threads and loop_thread not in load_threads
+
+
+def test_behind_make_runs_key_stand_in_inference_still_leaves_the_event_loop(
+    app: FastAPI, predict_threads: list[int]
+) -> None:
+    """make run's stand-in for API Gateway's keys puts an aws.event in the scope; it is not
+    Lambda (no aws.context), so the loop must stay free for the other requests."""
+    from nerkit.api.local_gateway import LocalApiKeys
+
+    loop_threads: list[int] = []
+
+    async def requests() -> list[httpx.Response]:
+        loop_threads.append(threading.get_ident())
+        transport = httpx.ASGITransport(app=LocalApiKeys(app, {"local-key": "key-id"}))
+        async with httpx.AsyncClient(transport=transport, base_url="http://local") as client:
+            return list(
+                await asyncio.gather(
+                    *(client.post("/v1/entities", json={"text": TEXT}) for _ in range(3))
+                )
+            )
+
+    responses = asyncio.run(requests())
+    assert [response.status_code for response in responses] == [200, 200, 200]
+    assert len(predict_threads) == 3
+    assert loop_threads[0] not in predict_threads

@@ -21,7 +21,6 @@ from typing import Annotated, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.concurrency import run_in_threadpool
 
 from nerkit.api import logs
 from nerkit.api.admin_schemas import (
@@ -39,6 +38,7 @@ from nerkit.api.admin_schemas import (
     UploadRequest,
 )
 from nerkit.api.authz import Admin
+from nerkit.api.blocking import run_blocking
 from nerkit.api.errors import ApiError
 from nerkit.api.schemas import ErrorResponse
 from nerkit.api.settings import Settings
@@ -105,10 +105,11 @@ Services = Annotated[AdminServices, Depends(_services)]
 router = APIRouter(prefix="/v1", tags=["admin"], responses=_COMMON)
 
 
-async def _aws(call: Callable[[], T], what: str) -> T:
-    """Run a blocking AWS call off the event loop; its failures become the envelope's."""
+async def _aws(request: Request, call: Callable[[], T], what: str) -> T:
+    """Run a blocking AWS call (off the event loop behind a local server, on the invoking
+    thread inside Lambda: ``run_blocking``); its failures become the envelope's."""
     try:
-        return await run_in_threadpool(call)
+        return await run_blocking(request.scope, call)
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code == "ExecutionAlreadyExists":
@@ -156,7 +157,7 @@ def _invalid(loc: list[str | int], kind: str, message: str) -> ApiError:
     responses={409: {"model": ErrorResponse, "description": "The job name is taken"}},
 )
 async def start_run(
-    body: TrainingRunRequest, caller: Admin, services: Services
+    request: Request, body: TrainingRunRequest, caller: Admin, services: Services
 ) -> TrainingRunStarted:
     settings = services.settings
     try:
@@ -170,6 +171,7 @@ async def start_run(
     except StartError as exc:
         raise _invalid(["body"], "invalid_run", str(exc)) from None
     arn = await _aws(
+        request,
         lambda: start_training(
             settings.state_machine_arn, execution_input, client=services.stepfunctions
         ),
@@ -186,11 +188,13 @@ async def start_run(
 
 @router.get("/training-runs", summary="Recent training runs, newest first")
 async def list_runs(
+    request: Request,
     caller: Admin,
     services: Services,
     limit: Annotated[int, Query(ge=1, le=runs.MAX_LISTED_RUNS)] = 10,
 ) -> TrainingRunList:
     found = await _aws(
+        request,
         lambda: runs.recent_runs(
             services.stepfunctions, services.settings.state_machine_arn, limit
         ),
@@ -206,11 +210,14 @@ async def list_runs(
 )
 async def get_run(
     run_id: Annotated[str, Path(pattern=_RUN_ID, description="The run's job name")],
+    request: Request,
     caller: Admin,
     services: Services,
 ) -> TrainingRunOut:
     arn = runs.execution_arn(services.settings.state_machine_arn, run_id)
-    run = await _aws(lambda: runs.describe_run(services.stepfunctions, arn), "describe_execution")
+    run = await _aws(
+        request, lambda: runs.describe_run(services.stepfunctions, arn), "describe_execution"
+    )
     return _run_out(run)
 
 
@@ -228,10 +235,13 @@ def _run_out(run: runs.Run) -> TrainingRunOut:
     status_code=201,
     summary="A presigned S3 POST for one dataset file (no AWS credentials needed)",
 )
-async def new_upload(body: UploadRequest, caller: Admin, services: Services) -> UploadOut:
+async def new_upload(
+    request: Request, body: UploadRequest, caller: Admin, services: Services
+) -> UploadOut:
     settings = services.settings
     try:
         upload = await _aws(
+            request,
             lambda: presigned_upload(
                 services.s3,
                 settings.datasets_uri,
@@ -253,12 +263,15 @@ async def new_upload(body: UploadRequest, caller: Admin, services: Services) -> 
 
 @router.get("/models", summary="Stored model versions, their F1 and which one is LIVE")
 async def list_models(
+    request: Request,
     caller: Admin,
     services: Services,
     limit: Annotated[int, Query(ge=1, le=MAX_LISTED_VERSIONS)] = 50,
 ) -> ModelList:
     store = services.store
-    pointer, versions = await _aws(lambda: (store.live(), store.versions(limit)), "list models")
+    pointer, versions = await _aws(
+        request, lambda: (store.live(), store.versions(limit)), "list models"
+    )
     live = pointer.version if pointer else None
     return ModelList(
         live=live,
@@ -278,7 +291,9 @@ async def list_models(
         409: {"model": ErrorResponse, "description": "LIVE is not `expected_current`"},
     },
 )
-async def set_live(body: SetLiveRequest, caller: Admin, services: Services) -> LiveOut:
+async def set_live(
+    request: Request, body: SetLiveRequest, caller: Admin, services: Services
+) -> LiveOut:
     store = services.store
 
     def move() -> tuple[Pointer | None, Pointer, bool]:
@@ -293,7 +308,7 @@ async def set_live(body: SetLiveRequest, caller: Admin, services: Services) -> L
         # Conditional on the LIVE just read, so the audit line's "from" is exact.
         return before, store.rollback(body.version, expected_current=current), True
 
-    before, pointer, changed = await _aws(move, "set live")
+    before, pointer, changed = await _aws(request, move, "set live")
     audit.info(
         "live moved" if changed else "live unchanged",
         extra={

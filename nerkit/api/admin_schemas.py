@@ -21,7 +21,11 @@ class _Strict(BaseModel):
 
 class TrainingRunRequest(_Strict):
     train: S3Uri = Field(description="s3:// prefix of the train channel, under the datasets URI")
-    validation: S3Uri = Field(description="s3:// prefix of the validation channel")
+    validation: S3Uri | None = Field(
+        None,
+        description="s3:// prefix of the validation channel; without one, validation_split "
+        "(a hyperparameter) holds validation out of train",
+    )
     test: S3Uri | None = Field(None, description="s3:// prefix of the test channel (optional)")
     hyperparameters: dict[Annotated[str, Field(max_length=256)], HyperparameterValue] = Field(
         default_factory=dict,

@@ -273,7 +273,7 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["content-type", "x-api-key"],
-            expose_headers=["x-request-id"],
+            expose_headers=["x-request-id", hf.TRUNCATED_HEADER],
             max_age=600,
         )
     app.add_middleware(ApiGatewayPrefixMiddleware, base_path=settings.api_base_path)

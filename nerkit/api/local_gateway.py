@@ -32,9 +32,14 @@ class LocalApiKeys:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and "aws.event" not in scope:
             headers = dict(scope.get("headers") or [])
-            sent = headers.get(b"x-api-key", b"").decode("latin-1")
+            sent = headers.get(b"x-api-key", b"")
             key_id = next(
-                (kid for value, kid in self.keys.items() if secrets.compare_digest(value, sent)),
+                (
+                    kid
+                    for value, kid in self.keys.items()
+                    # Bytes: compare_digest refuses str with non-ASCII characters.
+                    if secrets.compare_digest(value.encode(), sent)
+                ),
                 None,
             )
             identity = {"apiKeyId": key_id} if key_id else {}

@@ -154,6 +154,7 @@ def build_input(
     if missing:
         raise StartError(f"missing channel(s): {', '.join(missing)}")
     _check_validation_source(channels, hyperparameters)
+    _check_gate_inputs(hyperparameters)
     unknown = sorted(set(channels) - {*REQUIRED_CHANNELS, *OPTIONAL_CHANNELS})
     if unknown:
         raise StartError(f"unknown channel(s): {', '.join(unknown)}")
@@ -169,6 +170,23 @@ def build_input(
         "channels": selected,
         "hyperparameters": _check_hyperparameters(hyperparameters),
     }
+
+
+# A train+validation release run writes reference_validation_f1 as the gate's metric; in the
+# pipeline that number would be whatever the caller typed, so such runs stay on the local CLI
+# (nerkit-train train --reference), which reads it from the reference model's manifest.
+_GATE_INPUTS = ("train_channels", "reference_validation_f1", "reference_model")
+
+
+def _check_gate_inputs(hyperparameters: Mapping[str, Any]) -> None:
+    """Refuse hyperparameters that would set the quality gate's own metric."""
+    given = [name for name in _GATE_INPUTS if name in hyperparameters]
+    if given:
+        raise StartError(
+            f"{', '.join(given)}: a run that trains on validation takes its gate metric from a "
+            "reference model, which the pipeline cannot check; run it with nerkit-train train "
+            "--reference and publish it through the gate (nerkit-models publish)"
+        )
 
 
 def _check_validation_source(

@@ -242,3 +242,26 @@ def test_cli_refuses_a_bad_split(capsys: pytest.CaptureFixture[str], tmp_path: P
 
     assert exited.value.code == 2
     assert "leave nothing to train on" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "hyperparameters",
+    [
+        {"train_channels": "train,validation"},
+        {"reference_validation_f1": "0.99", "reference_model": "anything"},
+    ],
+)
+def test_a_run_cannot_set_the_gates_metric(hyperparameters: dict[str, str]) -> None:
+    """reference_validation_f1 becomes the manifest's gated validation F1: typed in by the
+    caller of the pipeline, it would let any model past the gate."""
+    with pytest.raises(StartError, match="gate metric from a reference model"):
+        build_input(
+            job_name="nerkit-prod-ok",
+            channels={
+                "train": "s3://nerkit-data/datasets/t/",
+                "validation": "s3://nerkit-data/datasets/v/",
+            },
+            hyperparameters=hyperparameters,
+            datasets_uri=DATASETS,
+            job_prefix="nerkit-prod-",
+        )

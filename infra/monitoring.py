@@ -100,7 +100,8 @@ class Monitoring(Construct):
         server_errors = self._alarm(
             _keyed_server_error_percent(api, stage),
             "Api5xx",
-            "More than 1% of the keyed API requests (POST /v1/entities, GET /v1/model) got a "
+            "More than 1% of the keyed API requests (POST /v1/entities, POST "
+            "/v1/hf/token-classification, GET /v1/model) got a "
             "5xx in two 5-minute periods.",
             threshold=1,
             periods=2,

@@ -46,6 +46,7 @@ from nerkit.errors import ConfigError, LiveConflict, ModelError, ModelNotFound
 from nerkit.pipeline import runs
 from nerkit.pipeline.datasets import UploadError, presigned_upload
 from nerkit.pipeline.start import (
+    JOB_NAME_PATTERN,
     StartError,
     StepFunctionsClient,
     build_input,
@@ -61,7 +62,7 @@ T = TypeVar("T")
 
 # Each listed version costs one manifest read inside the request's time budget.
 MAX_LISTED_VERSIONS = 100
-_RUN_ID = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+_RUN_ID = f"^{JOB_NAME_PATTERN}$"
 _COMMON = {
     403: {"model": ErrorResponse, "description": "Not an admin (`forbidden`)"},
     422: {"model": ErrorResponse, "description": "The request is not valid"},
@@ -353,5 +354,4 @@ def _scores(split: Any) -> Scores | None:
 
 
 def _f1(scores: Any) -> float | None:
-    value = scores.get("f1") if isinstance(scores, dict) else None
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return runs.number(scores.get("f1")) if isinstance(scores, dict) else None

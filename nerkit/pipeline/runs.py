@@ -108,9 +108,9 @@ def _verdict(outcome: Any) -> GateVerdict | None:
         passed=bool(outcome.get("published")),
         reason=_text(outcome.get("reason")),
         version=_text(outcome.get("version")),
-        f1=_number(outcome.get("f1")),
+        f1=number(outcome.get("f1")),
         previous_version=_text(outcome.get("previous")),
-        previous_f1=_number(outcome.get("previousF1")),
+        previous_f1=number(outcome.get("previousF1")),
     )
 
 
@@ -140,5 +140,6 @@ def _text(value: Any) -> str | None:
     return str(value) if value is not None else None
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """``value`` as a float when it is a JSON number (not a bool), else ``None``."""
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

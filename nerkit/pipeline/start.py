@@ -43,7 +43,8 @@ REQUIRED_CHANNELS = ("train",)
 # validation is optional only when the job holds it out of train (validation_split).
 OPTIONAL_CHANNELS = ("validation", "test")
 # SageMaker training job names: 1-63 characters, alphanumerics and hyphens.
-_JOB_NAME_RE = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+JOB_NAME_PATTERN = r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
+_JOB_NAME_RE = re.compile(JOB_NAME_PATTERN)
 # SageMaker's limits for hyperparameter keys and values, and how many a job may have.
 _HP_KEY_MAX, _HP_VALUE_MAX, MAX_HYPERPARAMETERS = 256, 2500, 100
 

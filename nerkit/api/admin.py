@@ -67,6 +67,8 @@ _COMMON = {
     422: {"model": ErrorResponse, "description": "The request is not valid"},
     503: {"model": ErrorResponse, "description": "AWS did not answer (`upstream_unavailable`)"},
 }
+# Of the routes with a body: FastAPI answers a body it cannot decode with a 400 (`bad_request`).
+_UNREADABLE = {400: {"model": ErrorResponse, "description": "The body is not UTF-8 JSON"}}
 
 
 class AdminServices:
@@ -153,7 +155,10 @@ def _invalid(loc: list[str | int], kind: str, message: str) -> ApiError:
     "/training-runs",
     status_code=201,
     summary="Start a training run (train, gate, publish)",
-    responses={409: {"model": ErrorResponse, "description": "The job name is taken"}},
+    responses={
+        **_UNREADABLE,
+        409: {"model": ErrorResponse, "description": "The job name is taken"},
+    },
 )
 async def start_run(
     body: TrainingRunRequest, caller: Admin, services: Services
@@ -168,7 +173,7 @@ async def start_run(
             job_prefix=settings.training_job_prefix,
         )
     except StartError as exc:
-        raise _invalid(["body"], "invalid_run", str(exc)) from None
+        raise _invalid(["body"], exc.kind, str(exc)) from None
     arn = await _aws(
         lambda: start_training(
             settings.state_machine_arn, execution_input, client=services.stepfunctions
@@ -227,6 +232,7 @@ def _run_out(run: runs.Run) -> TrainingRunOut:
     "/datasets/uploads",
     status_code=201,
     summary="A presigned S3 POST for one dataset file (no AWS credentials needed)",
+    responses=_UNREADABLE,
 )
 async def new_upload(body: UploadRequest, caller: Admin, services: Services) -> UploadOut:
     settings = services.settings
@@ -274,6 +280,7 @@ async def list_models(
     "leave the history. Any other stored version is promoted, without the quality gate. "
     "Each move is written to the audit log.",
     responses={
+        **_UNREADABLE,
         404: {"model": ErrorResponse, "description": "No such version"},
         409: {"model": ErrorResponse, "description": "LIVE is not `expected_current`"},
     },

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,8 +33,10 @@ from admin_helpers import (
 from mangum import Mangum
 
 from nerkit.api.admin import AdminServices
+from nerkit.api.admin_schemas import UploadRequest
 from nerkit.api.app import create_app
 from nerkit.api.settings import Settings
+from nerkit.pipeline.datasets import UploadError, check_name, presigned_upload
 from nerkit.store import ModelStore
 
 EVENTS = Path(__file__).resolve().parent / "events"
@@ -304,6 +307,54 @@ def test_a_405_allows_every_method_of_the_path(handler: Mangum) -> None:
     assert json.loads(response["body"])["error"]["code"] == "method_not_allowed"
     allow = {method.strip() for method in response["headers"]["allow"].split(",")}
     assert {"GET", "POST"} <= allow
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1/training-runs"), ("POST", "/v1/datasets/uploads"), ("PUT", "/v1/models/live")],
+)
+def test_an_unreadable_body_is_a_documented_400(handler: Mangum, method: str, path: str) -> None:
+    event = rest_event(method, path)
+    event["body"] = base64.b64encode(b"\xff\xfe{").decode()
+    event["isBase64Encoded"] = True
+    response = handler(event, lambda_context())
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["error"]["code"] == "bad_request"
+    documented = handler.app.openapi()["paths"][path][method.lower()]["responses"]
+    assert "400" in documented
+
+
+@pytest.mark.parametrize(
+    ("field", "rule", "accepted", "refused"),
+    [
+        ("dataset", check_name, ["a", "conll-03.v2", "a.b.c", "x."], ["a..b", "-a", "a/b", "a\n"]),
+        ("filename", None, ["t.csv", "T.CSV", "a.b.JsonL"], ["t.exe", "t..csv", "csv", "t.csv\n"]),
+    ],
+)
+def test_the_upload_schema_publishes_exactly_the_upload_rules(
+    aws: SimpleNamespace, field: str, rule: Any, accepted: list[str], refused: list[str]
+) -> None:
+    pattern = UploadRequest.model_json_schema()["properties"][field]["pattern"]
+    # JSON Schema's "$" is the end of the string (Python's also matches before a final "\n").
+    whole = pattern.removeprefix("^").removesuffix("$")
+    for name in accepted + refused:
+        published = re.fullmatch(whole, name) is not None
+        try:
+            if rule is not None:
+                rule(field, name)
+            else:
+                presigned_upload(
+                    aws.s3,
+                    DATASETS,
+                    dataset="a",
+                    channel="train",
+                    filename=name,
+                    max_bytes=10,
+                )
+            checked = True
+        except UploadError:
+            checked = False
+        assert published == checked == (name in accepted), name
 
 
 def test_aws_failures_are_a_503_without_details(aws: SimpleNamespace) -> None:

@@ -21,16 +21,13 @@ from nerkit.store.uri import VERSION_PATTERN
 
 # An S3 URI's key is at most 1,024 bytes; with "s3://" and a bucket name this bounds it.
 S3Uri = Annotated[str, Field(min_length=6, max_length=1100, pattern=r"^s3://")]
-# The rules below that the routes check themselves (nerkit.pipeline.start,
-# nerkit.pipeline.datasets, nerkit.store.uri: one check for the CLIs and the API alike) are
-# published as they are (``_published``), so a client generated from the schema knows them.
-
-
-def _published(**rules: Any) -> Any:
-    return Field(json_schema_extra=rules)
-
-
-HyperparameterValue = Annotated[str, _published(maxLength=HP_VALUE_MAX)] | int | float | bool
+# Rules the routes check with the command lines' code (nerkit.pipeline.start,
+# nerkit.pipeline.datasets, nerkit.store.uri) are published from the same constants
+# (``json_schema_extra``), so a client generated from the schema knows them and the checks,
+# with their messages, stay in one place.
+HyperparameterValue = (
+    Annotated[str, Field(json_schema_extra={"maxLength": HP_VALUE_MAX})] | int | float | bool
+)
 # The rules of a request the published schema cannot state, as the types of their 422
 # details: they depend on the deployment (its job prefix, its datasets prefix) or on a
 # hyperparameter's value (validation data from a channel or from validation_split, not both).
@@ -53,7 +50,7 @@ class TrainingRunRequest(_Strict):
             json_schema_extra={"propertyNames": {"maxLength": HP_KEY_MAX, "pattern": NON_BLANK}},
         )
     )
-    job_name: Annotated[str, _published(pattern=JOB_NAME_PATTERN)] | None = Field(
+    job_name: Annotated[str, Field(json_schema_extra={"pattern": JOB_NAME_PATTERN})] | None = Field(
         None,
         description="Default: the deployment's job prefix and a UTC timestamp",
     )
@@ -151,7 +148,7 @@ class ModelList(BaseModel):
 class SetLiveRequest(_Strict):
     version: str = Field(
         description="The stored version to make LIVE",
-        json_schema_extra={"pattern": VERSION_PATTERN, "maxLength": 128},
+        json_schema_extra={"pattern": VERSION_PATTERN},
     )
     expected_current: str | None = Field(
         None,

@@ -45,7 +45,7 @@ FUZZ_SEED := $(shell date +%s)
 endif
 fuzz: $(VENV)/.installed
 	@echo "FUZZ_SEED=$(FUZZ_SEED) FUZZ_EXAMPLES=$(FUZZ_EXAMPLES)"
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) $(BIN)/python -m pytest -q tests/test_openapi_property.py
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) $(BIN)/python -m pytest -q tests/test_openapi_property.py tests/test_openapi_property_admin.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,61 +20,28 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from helpers import dummy_tarball
+from admin_helpers import (
+    ADMIN_KEY_ID,
+    BUCKET,
+    DATASETS,
+    MODEL_URI,
+    PREFIX,
+    admin_aws,
+    admin_settings,
+    published_store,
+)
 from mangum import Mangum
-from moto import mock_aws
 
 from nerkit.api.admin import AdminServices
+from nerkit.api.admin_schemas import UploadRequest
 from nerkit.api.app import create_app
 from nerkit.api.settings import Settings
+from nerkit.pipeline.datasets import UploadError, check_name, presigned_upload
 from nerkit.store import ModelStore
 
 EVENTS = Path(__file__).resolve().parent / "events"
-BUCKET = "nerkit-data"
-DATASETS = f"s3://{BUCKET}/datasets"
-MODEL_URI = f"s3://{BUCKET}/models/ner"
-ADMIN_KEY_ID = "adminkey01"
 CLIENT_KEY_ID = "clientkey1"
-PREFIX = "nerkit-prod-"
 STAGE = "prod"
-# Stands in for the pipeline (infra/training.py) with what a finished run leaves: a passed
-# gate's outcome in $.gate, or a rejection failing the execution with GateFailed.
-PIPELINE = {
-    "StartAt": "Verdict",
-    "States": {
-        "Verdict": {
-            "Type": "Choice",
-            "Choices": [
-                {
-                    "Variable": "$.hyperparameters.verdict",
-                    "StringEquals": "reject",
-                    "Next": "ModelRejected",
-                }
-            ],
-            "Default": "Gate",
-        },
-        "Gate": {
-            "Type": "Pass",
-            "Result": {
-                "published": True,
-                "version": "v3",
-                "reason": "validation F1 0.91 >= 0.80",
-                "f1": 0.91,
-                "previous": "v2",
-                "previousF1": 0.88,
-            },
-            "ResultPath": "$.gate",
-            "End": True,
-        },
-        "ModelRejected": {
-            "Type": "Fail",
-            "Error": "GateFailed",
-            "Cause": json.dumps(
-                {"errorMessage": "model v4 rejected: validation F1 0.5 < 0.8", "errorType": "x"}
-            ),
-        },
-    },
-}
 ROUTES = [
     (
         "POST",
@@ -90,32 +58,8 @@ ROUTES = [
 
 @pytest.fixture
 def aws(aws_credentials: None) -> Iterator[SimpleNamespace]:
-    """moto with Step Functions executing definitions; the bucket and the state machine."""
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        sfn = boto3.client("stepfunctions")
-        arn = sfn.create_state_machine(
-            name="nerkit-prod-training",
-            definition=json.dumps(PIPELINE),
-            roleArn="arn:aws:iam::123456789012:role/nerkit-sfn",
-        )["stateMachineArn"]
-        yield SimpleNamespace(s3=s3, sfn=sfn, state_machine_arn=arn)
-
-
-def admin_settings(state_machine_arn: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "MODEL_URI": MODEL_URI,
-        "ENABLE_PAGE": "false",
-        "ENABLE_ADMIN": "true",
-        "ADMIN_KEY_IDS": f"{ADMIN_KEY_ID},otherkey2",
-        "STATE_MACHINE_ARN": state_machine_arn,
-        "DATASETS_URI": DATASETS,
-        "TRAINING_JOB_PREFIX": PREFIX,
-        "MAX_UPLOAD_BYTES": "1000",
-        **overrides,
-    }
-    return Settings.from_env(values)
+    with admin_aws() as aws:
+        yield aws
 
 
 @pytest.fixture
@@ -366,6 +310,63 @@ def test_an_unknown_or_malformed_run_id(handler: Mangum) -> None:
     assert (status, error["error"]["code"]) == (422, "validation_error")
 
 
+def test_a_405_allows_every_method_of_the_path(handler: Mangum) -> None:
+    # /v1/training-runs has a GET route and a POST route; Starlette's 405 named one of them.
+    response = handler(rest_event("DELETE", "/v1/training-runs"), lambda_context())
+    assert response["statusCode"] == 405
+    assert json.loads(response["body"])["error"]["code"] == "method_not_allowed"
+    allow = {method.strip() for method in response["headers"]["allow"].split(",")}
+    assert {"GET", "POST"} <= allow
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1/training-runs"), ("POST", "/v1/datasets/uploads"), ("PUT", "/v1/models/live")],
+)
+def test_an_unreadable_body_is_a_documented_400(handler: Mangum, method: str, path: str) -> None:
+    event = rest_event(method, path)
+    event["body"] = base64.b64encode(b"\xff\xfe{").decode()
+    event["isBase64Encoded"] = True
+    response = handler(event, lambda_context())
+    assert response["statusCode"] == 400
+    assert json.loads(response["body"])["error"]["code"] == "bad_request"
+    documented = handler.app.openapi()["paths"][path][method.lower()]["responses"]
+    assert "400" in documented
+
+
+@pytest.mark.parametrize(
+    ("field", "rule", "accepted", "refused"),
+    [
+        ("dataset", check_name, ["a", "conll-03.v2", "a.b.c", "x."], ["a..b", "-a", "a/b", "a\n"]),
+        ("filename", None, ["t.csv", "T.CSV", "a.b.JsonL"], ["t.exe", "t..csv", "csv", "t.csv\n"]),
+    ],
+)
+def test_the_upload_schema_publishes_exactly_the_upload_rules(
+    aws: SimpleNamespace, field: str, rule: Any, accepted: list[str], refused: list[str]
+) -> None:
+    pattern = UploadRequest.model_json_schema()["properties"][field]["pattern"]
+    # JSON Schema's "$" is the end of the string (Python's also matches before a final "\n").
+    whole = pattern.removeprefix("^").removesuffix("$")
+    for name in accepted + refused:
+        published = re.fullmatch(whole, name) is not None
+        try:
+            if rule is not None:
+                rule(field, name)
+            else:
+                presigned_upload(
+                    aws.s3,
+                    DATASETS,
+                    dataset="a",
+                    channel="train",
+                    filename=name,
+                    max_bytes=10,
+                )
+            checked = True
+        except UploadError:
+            checked = False
+        assert published == checked == (name in accepted), name
+
+
 def test_aws_failures_are_a_503_without_details(aws: SimpleNamespace) -> None:
     app = create_app(admin_settings(aws.state_machine_arn.replace("123456789012", "999999999999")))
     app.state.admin = AdminServices(app.state.settings, stepfunctions=aws.sfn, s3=aws.s3)
@@ -450,22 +451,7 @@ def test_the_upload_url_can_name_the_bucket_endpoint(aws: SimpleNamespace) -> No
 
 @pytest.fixture
 def store(aws: SimpleNamespace, tmp_path: Path) -> ModelStore:
-    store = ModelStore.from_uri(MODEL_URI, aws.s3)
-    for index, (version, f1) in enumerate((("v1", 0.8), ("v2", 0.81), ("v3", 0.82))):
-        metrics = {
-            "validation": {
-                "f1": f1,
-                "per_type": {"PER": {"f1": 0.9}, "LOC": {"f1": 0.7}},
-            },
-            "test": {"f1": 0.75},
-        }
-        work = tmp_path / version
-        work.mkdir()
-        tarball = dummy_tarball(
-            work, version, metrics=metrics, created_at=f"2026-11-0{index + 1}T00:00:00Z"
-        )
-        store.set_live(store.upload(tarball))
-    return store
+    return published_store(aws.s3, tmp_path)
 
 
 def test_list_models(handler: Mangum, store: ModelStore) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from hypothesis import HealthCheck, settings
-from schemathesis import Case
+from hypothesis import HealthCheck, given, settings
+from schemathesis import Case, GenerationMode
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -67,3 +67,19 @@ def test_every_operation_keeps_its_documented_contract(case: Case, app: FastAPI)
     response = case.call(app=app)
     excluded = [positive_data_acceptance] if refused_for_a_named_exclusion(response) else []
     case.validate_response(response, excluded_checks=excluded, transport_kwargs={"app": app})
+
+
+def test_the_hugging_face_parameters_are_fuzzed() -> None:
+    """The property test's cases of the Hugging Face route set each of its ``parameters``."""
+    operation = schema["/v1/hf/token-classification"]["POST"]
+    generated: set[str] = set()
+
+    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    @settings(max_examples=EXAMPLES, database=None, derandomize=True)
+    def collect(case: Case) -> None:
+        parameters = case.body.get("parameters") if isinstance(case.body, dict) else None
+        if isinstance(parameters, dict):
+            generated.update(name for name, value in parameters.items() if value is not None)
+
+    collect()
+    assert generated == {"aggregation_strategy", "ignore_labels", "stride"}

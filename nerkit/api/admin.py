@@ -62,12 +62,13 @@ T = TypeVar("T")
 
 # Each listed version costs one manifest read inside the request's time budget.
 MAX_LISTED_VERSIONS = 100
-_RUN_ID = f"^{JOB_NAME_PATTERN}$"
 _COMMON = {
     403: {"model": ErrorResponse, "description": "Not an admin (`forbidden`)"},
     422: {"model": ErrorResponse, "description": "The request is not valid"},
     503: {"model": ErrorResponse, "description": "AWS did not answer (`upstream_unavailable`)"},
 }
+# Of the routes with a body: FastAPI answers a body it cannot decode with a 400 (`bad_request`).
+_UNREADABLE = {400: {"model": ErrorResponse, "description": "The body is not UTF-8 JSON"}}
 
 
 class AdminServices:
@@ -155,7 +156,10 @@ def _invalid(loc: list[str | int], kind: str, message: str) -> ApiError:
     "/training-runs",
     status_code=201,
     summary="Start a training run (train, gate, publish)",
-    responses={409: {"model": ErrorResponse, "description": "The job name is taken"}},
+    responses={
+        **_UNREADABLE,
+        409: {"model": ErrorResponse, "description": "The job name is taken"},
+    },
 )
 async def start_run(
     request: Request, body: TrainingRunRequest, caller: Admin, services: Services
@@ -170,7 +174,7 @@ async def start_run(
             job_prefix=settings.training_job_prefix,
         )
     except StartError as exc:
-        raise _invalid(["body"], "invalid_run", str(exc)) from None
+        raise _invalid(["body"], exc.kind, str(exc)) from None
     arn = await _aws(
         request,
         lambda: start_training(
@@ -210,7 +214,7 @@ async def list_runs(
     responses={404: {"model": ErrorResponse, "description": "No such run"}},
 )
 async def get_run(
-    run_id: Annotated[str, Path(pattern=_RUN_ID, description="The run's job name")],
+    run_id: Annotated[str, Path(pattern=JOB_NAME_PATTERN, description="The run's job name")],
     request: Request,
     caller: Admin,
     services: Services,
@@ -235,6 +239,7 @@ def _run_out(run: runs.Run) -> TrainingRunOut:
     "/datasets/uploads",
     status_code=201,
     summary="A presigned S3 POST for one dataset file (no AWS credentials needed)",
+    responses=_UNREADABLE,
 )
 async def new_upload(
     request: Request, body: UploadRequest, caller: Admin, services: Services
@@ -288,6 +293,7 @@ async def list_models(
     "leave the history. Any other stored version is promoted, without the quality gate. "
     "Each move is written to the audit log.",
     responses={
+        **_UNREADABLE,
         404: {"model": ErrorResponse, "description": "No such version"},
         409: {"model": ErrorResponse, "description": "LIVE is not `expected_current`"},
     },

@@ -7,12 +7,31 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nerkit.api.schemas import NON_BLANK
+from nerkit.pipeline.datasets import CHANNELS, FILENAME_PATTERN, MAX_NAME_CHARS, NAME_PATTERN
 from nerkit.pipeline.runs import MAX_LISTED_RUNS
-from nerkit.pipeline.start import MAX_HYPERPARAMETERS
+from nerkit.pipeline.start import (
+    HP_KEY_MAX,
+    HP_VALUE_MAX,
+    JOB_NAME_PATTERN,
+    MAX_HYPERPARAMETERS,
+    VALIDATION_SOURCE,
+)
+from nerkit.store.uri import VERSION_PATTERN
 
 # An S3 URI's key is at most 1,024 bytes; with "s3://" and a bucket name this bounds it.
 S3Uri = Annotated[str, Field(min_length=6, max_length=1100, pattern=r"^s3://")]
-HyperparameterValue = str | int | float | bool
+# Rules the routes check with the command lines' code (nerkit.pipeline.start,
+# nerkit.pipeline.datasets, nerkit.store.uri) are published from the same constants
+# (``json_schema_extra``), so a client generated from the schema knows them and the checks,
+# with their messages, stay in one place.
+HyperparameterValue = (
+    Annotated[str, Field(json_schema_extra={"maxLength": HP_VALUE_MAX})] | int | float | bool
+)
+# The rules of a request the published schema cannot state, as the types of their 422
+# details: they depend on the deployment (its job prefix, its datasets prefix) or on a
+# hyperparameter's value (validation data from a channel or from validation_split, not both).
+UNPUBLISHED_ADMIN_RULES = frozenset({"job_prefix", "outside_datasets", VALIDATION_SOURCE})
 
 
 class _Strict(BaseModel):
@@ -27,14 +46,16 @@ class TrainingRunRequest(_Strict):
         "(a hyperparameter) holds validation out of train",
     )
     test: S3Uri | None = Field(None, description="s3:// prefix of the test channel (optional)")
-    hyperparameters: dict[Annotated[str, Field(max_length=256)], HyperparameterValue] = Field(
-        default_factory=dict,
-        max_length=MAX_HYPERPARAMETERS,
-        description="Sent to the training job as strings (e.g. epochs, learning_rate)",
+    hyperparameters: dict[Annotated[str, Field(max_length=HP_KEY_MAX)], HyperparameterValue] = (
+        Field(
+            default_factory=dict,
+            max_length=MAX_HYPERPARAMETERS,
+            description="Sent to the training job as strings (e.g. epochs, learning_rate)",
+            json_schema_extra={"propertyNames": {"maxLength": HP_KEY_MAX, "pattern": NON_BLANK}},
+        )
     )
-    job_name: str | None = Field(
+    job_name: Annotated[str, Field(json_schema_extra={"pattern": JOB_NAME_PATTERN})] | None = Field(
         None,
-        max_length=63,
         description="Default: the deployment's job prefix and a UTC timestamp",
     )
 
@@ -83,9 +104,19 @@ class TrainingRunList(BaseModel):
 
 
 class UploadRequest(_Strict):
-    dataset: str = Field(max_length=100, description="A name for the dataset, e.g. conll03")
-    channel: str = Field(description="train, validation or test")
-    filename: str = Field(max_length=100, description="CoNLL, CSV, JSONL or zip file name")
+    dataset: str = Field(
+        max_length=MAX_NAME_CHARS,
+        description="A name for the dataset, e.g. conll03",
+        json_schema_extra={"pattern": NAME_PATTERN},
+    )
+    channel: str = Field(
+        description="The dataset's channel", json_schema_extra={"enum": list(CHANNELS)}
+    )
+    filename: str = Field(
+        max_length=MAX_NAME_CHARS,
+        description="CoNLL, CSV, JSONL or zip file name",
+        json_schema_extra={"pattern": FILENAME_PATTERN},
+    )
 
 
 class UploadOut(BaseModel):
@@ -119,7 +150,10 @@ class ModelList(BaseModel):
 
 
 class SetLiveRequest(_Strict):
-    version: str = Field(max_length=128, description="The stored version to make LIVE")
+    version: str = Field(
+        description="The stored version to make LIVE",
+        json_schema_extra={"pattern": VERSION_PATTERN},
+    )
     expected_current: str | None = Field(
         None,
         max_length=128,

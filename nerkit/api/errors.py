@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nerkit.api import logs
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 # limit): past this many, the rest are counted, so the answer stays small (Lambda returns at
 # most 6 MB) and cheap to write.
 MAX_ERROR_DETAILS = 100
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # Codes for the statuses Starlette raises by itself; ApiError names its own.
 _HTTP_CODES = {
     400: "bad_request",
@@ -103,13 +105,29 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
     return error_response(
         request,
         exc.status_code,
         _HTTP_CODES.get(exc.status_code, "http_error"),
         str(exc.detail),
-        headers=exc.headers,
+        headers=headers,
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the path has: Starlette's 405 names only those of the first route that
+    matches the path, one of several where a path has one route per method."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -22,7 +22,20 @@ from nerkit.store.uri import parse_s3_uri
 UPLOAD_EXPIRES_SECONDS = 900
 CHANNELS = (*REQUIRED_CHANNELS, *OPTIONAL_CHANNELS)
 # One path segment of safe characters: no "/", no "..", nothing S3 or a shell treats specially.
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# Written without a lookahead (each "." is followed by another character or ends the name), so
+# the admin API's schema can publish it as is.
+MAX_NAME_CHARS = 100
+NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.?$"
+# A name whose extension, in any case, is one of EXTENSIONS.
+FILENAME_PATTERN = (
+    r"^[A-Za-z0-9](?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.(?:"
+    + "|".join(
+        "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in ext[1:])
+        for ext in sorted(EXTENSIONS)
+    )
+    + ")$"
+)
+_NAME_RE = re.compile(NAME_PATTERN)
 
 
 class UploadError(ValueError):
@@ -40,7 +53,7 @@ class Upload:
 
 
 def check_name(what: str, name: str) -> str:
-    if not _NAME_RE.fullmatch(name) or ".." in name:
+    if len(name) > MAX_NAME_CHARS or not _NAME_RE.fullmatch(name):
         raise UploadError(f"{what} {name!r}: 1-100 letters, digits, '.', '_' or '-'")
     return name
 

@@ -43,17 +43,27 @@ REQUIRED_CHANNELS = ("train",)
 # validation is optional only when the job holds it out of train (validation_split).
 OPTIONAL_CHANNELS = ("validation", "test")
 # SageMaker training job names: 1-63 characters, alphanumerics and hyphens.
-JOB_NAME_PATTERN = r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
+# Anchored: JSON Schema's pattern (the admin route publishes it) matches anywhere otherwise.
+JOB_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 _JOB_NAME_RE = re.compile(JOB_NAME_PATTERN)
 # SageMaker's limits for hyperparameter keys and values, and how many a job may have.
-_HP_KEY_MAX, _HP_VALUE_MAX, MAX_HYPERPARAMETERS = 256, 2500, 100
+HP_KEY_MAX, HP_VALUE_MAX, MAX_HYPERPARAMETERS = 256, 2500, 100
 
 # boto3 generates its clients at runtime and ships no type stubs.
 StepFunctionsClient = Any
 
 
+# The kind of a refusal of where validation data comes from (a channel or validation_split).
+VALIDATION_SOURCE = "validation_source"
+
+
 class StartError(ValueError):
-    """The run cannot be started as asked; the message says what to fix."""
+    """The run cannot be started as asked; the message says what to fix, ``kind`` which rule
+    it broke (the admin API's error detail type)."""
+
+    def __init__(self, message: str, kind: str = "invalid_run") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -117,7 +127,7 @@ def _check_hyperparameters(hyperparameters: Mapping[str, Any]) -> dict[str, str]
     for key, value in checked.items():
         if not key:
             raise StartError("a hyperparameter has an empty name")
-        if len(key) > _HP_KEY_MAX or len(value) > _HP_VALUE_MAX:
+        if len(key) > HP_KEY_MAX or len(value) > HP_VALUE_MAX:
             raise StartError(f"hyperparameter {key!r} exceeds SageMaker's size limits")
     return checked
 
@@ -150,7 +160,7 @@ def build_input(
             "with a letter or digit"
         )
     if job_prefix and not job_name.startswith(job_prefix):
-        raise StartError(f"job name {job_name!r} must start with {job_prefix!r}")
+        raise StartError(f"job name {job_name!r} must start with {job_prefix!r}", "job_prefix")
     missing = [name for name in REQUIRED_CHANNELS if not channels.get(name)]
     if missing:
         raise StartError(f"missing channel(s): {', '.join(missing)}")
@@ -165,7 +175,9 @@ def build_input(
             raise StartError(f"channel {name}: {uri!r} is not an s3:// URI")
         # The training role may read the datasets prefix only.
         if datasets_uri and not uri.startswith(datasets_uri.rstrip("/") + "/"):
-            raise StartError(f"channel {name}: {uri} is outside {datasets_uri}/")
+            raise StartError(
+                f"channel {name}: {uri} is outside {datasets_uri}/", "outside_datasets"
+            )
     return {
         "jobName": job_name,
         "channels": selected,
@@ -196,16 +208,20 @@ def _check_validation_source(
     """Validation data comes from a channel or from a split of train: exactly one of them."""
     splits = _float(hyperparameters.get("validation_split", "0")) > 0
     if channels.get("validation") and splits:
-        raise StartError("give a validation channel or validation_split (--split), not both")
+        raise StartError(
+            "give a validation channel or validation_split (--split), not both", VALIDATION_SOURCE
+        )
     if not channels.get("validation") and not splits:
         raise StartError(
             "missing channel: validation (give --validation, or --split 0.1 to hold out 10% "
-            "of train)"
+            "of train)",
+            VALIDATION_SOURCE,
         )
     if channels.get("test") and not channels.get("validation"):
         raise StartError(
             "a test channel needs a validation channel; with --split the test set is held "
-            "out of train too (--split 0.1,0.1)"
+            "out of train too (--split 0.1,0.1)",
+            VALIDATION_SOURCE,
         )
 
 
@@ -213,7 +229,7 @@ def _float(value: Any) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise StartError(f"validation_split={value!r} is not a number") from None
+        raise StartError(f"validation_split={value!r} is not a number", VALIDATION_SOURCE) from None
 
 
 def start_training(

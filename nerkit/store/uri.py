@@ -19,7 +19,8 @@ from typing import Any
 from nerkit.errors import ConfigError
 
 # Versions become S3 key segments and local directory names: no separators, no leading dot.
-_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_VERSION_RE = re.compile(VERSION_PATTERN)
 
 
 @dataclass(frozen=True)

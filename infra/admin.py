@@ -87,15 +87,12 @@ class Admin(Construct):
                 scope=ADMIN_SCOPE,
                 throttle=(ADMIN_RATE, ADMIN_BURST),
             )
-            self._bucket_cors(serving.front_door.origin())
+            self._bucket_cors(serving.front_door.api.api_id)
             return
         assert isinstance(serving.api, apigw.RestApi)
         self._routes(serving.api)
         self._usage_plan(serving.api)
-        stack = Stack.of(self)
-        self._bucket_cors(
-            f"https://{serving.api.rest_api_id}.execute-api.{stack.region}.{stack.url_suffix}"
-        )
+        self._bucket_cors(serving.api.rest_api_id)
 
     def _role(self) -> iam.Role:
         s, storage, bucket = self.settings, self.storage, self.storage.bucket
@@ -214,8 +211,10 @@ class Admin(Construct):
         plan.add_api_stage(stage=api.deployment_stage)
         plan.add_api_key(self.api_key)
 
-    def _bucket_cors(self, origin: str) -> None:
-        """The page (served by the API, at ``origin``) may POST dataset uploads."""
+    def _bucket_cors(self, api_id: str) -> None:
+        """The page (served by the API ``api_id``, from its own origin) may POST uploads."""
+        stack = Stack.of(self)
+        origin = f"https://{api_id}.execute-api.{stack.region}.{stack.url_suffix}"
         self.storage.bucket.add_cors_rule(
             allowed_methods=[s3.HttpMethods.POST],
             allowed_origins=[origin],

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 
 import jsii
-from aws_cdk import Aws, Duration, Stack
+from aws_cdk import Aws, Duration
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
@@ -207,7 +207,8 @@ class HttpFrontDoor(Construct):
         """Route ``(method, path)`` pairs to ``function``: behind the JWT authorizer with
         ``scope``, or open (``scope=None``); ``throttle`` (rate, burst) overrides the
         stage's default for these routes."""
-        # One integration (and one invoke permission) per function, shared by its routes.
+        # One integration per function, shared by its routes (CDK adds one invoke
+        # permission per route, scoped to that route).
         name = function.node.path.replace("/", "")
         if name not in self._integrations:
             self._integrations[name] = integrations.HttpLambdaIntegration(name, function)
@@ -235,8 +236,3 @@ class HttpFrontDoor(Construct):
         if self._route_settings:
             cfn_stage.route_settings = dict(self._route_settings)
         return added
-
-    def origin(self) -> str:
-        """The API's origin (the page's, for the bucket's upload CORS rule)."""
-        stack = Stack.of(self)
-        return f"https://{self.api.api_id}.execute-api.{stack.region}.{stack.url_suffix}"

@@ -12,6 +12,9 @@ function, role, API key and usage plan.
 * **Authorization**: API Gateway requires an API key on every admin route; the app allows
   only the admin key, by its id (``ADMIN_KEY_IDS``), so a client key gets the app's 403.
   The admin key has its own usage plan with low limits (a person at a page or a script).
+  With ``api=http`` there are no keys: the JWT authorizer requires ``ADMIN_SCOPE`` on every
+  admin route, the app checks it again (``ADMIN_SCOPE``), and the stage's route settings
+  give these routes the same low limits (all admins together).
 * **Bucket CORS**: the page (served by this API) may POST uploads to the bucket; one rule,
   that origin and that method only.
 """
@@ -26,6 +29,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from infra.http_api import ADMIN_SCOPE
 from infra.log_groups import log_group
 from infra.nag import acknowledge, acknowledge_wildcard
 from infra.serving import Serving, lambda_architecture, serving_image
@@ -65,17 +69,30 @@ class Admin(Construct):
         self.settings = settings
         self.storage = storage
         self.state_machine = state_machine
-        self.api_key = apigw.ApiKey(
-            self,
-            "ApiKey",
-            api_key_name=f"nerkit-{settings.stage}-admin",
-            description="Admin: start training runs, upload datasets, move LIVE",
-        )
+        # REST: the admin API key; HTTP API: a token with ADMIN_SCOPE instead.
+        self.api_key: apigw.ApiKey | None = None
+        if serving.front_door is None:
+            self.api_key = apigw.ApiKey(
+                self,
+                "ApiKey",
+                api_key_name=f"nerkit-{settings.stage}-admin",
+                description="Admin: start training runs, upload datasets, move LIVE",
+            )
         self.role = self._role()
         self.function = self._function(serving)
+        if serving.front_door is not None:
+            serving.front_door.add_routes(
+                ADMIN_ROUTES,
+                self.function,
+                scope=ADMIN_SCOPE,
+                throttle=(ADMIN_RATE, ADMIN_BURST),
+            )
+            self._bucket_cors(serving.front_door.api.api_id)
+            return
+        assert isinstance(serving.api, apigw.RestApi)
         self._routes(serving.api)
         self._usage_plan(serving.api)
-        self._bucket_cors(serving.api)
+        self._bucket_cors(serving.api.rest_api_id)
 
     def _role(self) -> iam.Role:
         s, storage, bucket = self.settings, self.storage, self.storage.bucket
@@ -145,7 +162,11 @@ class Admin(Construct):
                 "ENABLE_ADMIN": "true",
                 "ENABLE_PAGE": "false",
                 "PRELOAD_MODEL": "false",
-                "ADMIN_KEY_IDS": self.api_key.key_id,
+                **(
+                    {"ADMIN_KEY_IDS": self.api_key.key_id}
+                    if self.api_key
+                    else {"ADMIN_SCOPE": ADMIN_SCOPE}
+                ),
                 "STATE_MACHINE_ARN": self.state_machine.state_machine_arn,
                 "DATASETS_URI": self.storage.uri(s.datasets_prefix),
                 "TRAINING_JOB_PREFIX": s.training_job_prefix,
@@ -190,9 +211,10 @@ class Admin(Construct):
         plan.add_api_stage(stage=api.deployment_stage)
         plan.add_api_key(self.api_key)
 
-    def _bucket_cors(self, api: apigw.RestApi) -> None:
+    def _bucket_cors(self, api_id: str) -> None:
+        """The page (served by the API ``api_id``, from its own origin) may POST uploads."""
         stack = Stack.of(self)
-        origin = f"https://{api.rest_api_id}.execute-api.{stack.region}.{stack.url_suffix}"
+        origin = f"https://{api_id}.execute-api.{stack.region}.{stack.url_suffix}"
         self.storage.bucket.add_cors_rule(
             allowed_methods=[s3.HttpMethods.POST],
             allowed_origins=[origin],

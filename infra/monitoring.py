@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_lambda as lambda_
@@ -33,7 +34,7 @@ class Monitoring(Construct):
         *,
         settings: Settings,
         function: lambda_.IFunction,
-        api: apigw.RestApi,
+        api: apigw.RestApi | apigwv2.HttpApi,
         state_machine: sfn.StateMachine,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -74,7 +75,7 @@ class Monitoring(Construct):
         self,
         stage: str,
         function: lambda_.IFunction,
-        api: apigw.RestApi,
+        api: apigw.RestApi | apigwv2.HttpApi,
         state_machine: sfn.StateMachine,
     ) -> list[cw.Alarm]:
         at_least_one = cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
@@ -121,7 +122,7 @@ class Monitoring(Construct):
         self,
         settings: Settings,
         function: lambda_.IFunction,
-        api: apigw.RestApi,
+        api: apigw.RestApi | apigwv2.HttpApi,
         state_machine: sfn.StateMachine,
     ) -> cw.Dashboard:
         dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=f"nerkit-{settings.stage}")
@@ -177,18 +178,21 @@ class Monitoring(Construct):
         return dashboard
 
 
-def _keyed_server_error_percent(api: apigw.RestApi, stage: str) -> cw.MathExpression:
+def _keyed_server_error_percent(
+    api: apigw.RestApi | apigwv2.HttpApi, stage: str
+) -> cw.MathExpression:
     """Percent of the keyed methods' requests answered with a 5xx (API Gateway's per-method
     metrics, which the stage's detailed metrics turn on)."""
+    # The two kinds name the API, the stage and the 5xx metric differently (an HTTP API's
+    # per-route metrics come from its $default stage's detailed metrics).
+    if isinstance(api, apigwv2.HttpApi):
+        api_dimension, stage, server_errors = {"ApiId": api.api_id}, "$default", "5xx"
+    else:
+        api_dimension, server_errors = {"ApiName": api.rest_api_name}, "5XXError"
     metrics: dict[str, cw.IMetric] = {}
     for index, (method, path) in enumerate(KEYED_METHODS):
-        dimensions = {
-            "ApiName": api.rest_api_name,
-            "Stage": stage,
-            "Method": method,
-            "Resource": f"/{path}",
-        }
-        for prefix, name in (("errors", "5XXError"), ("requests", "Count")):
+        dimensions = {**api_dimension, "Stage": stage, "Method": method, "Resource": f"/{path}"}
+        for prefix, name in (("errors", server_errors), ("requests", "Count")):
             metrics[f"{prefix}{index}"] = cw.Metric(
                 namespace="AWS/ApiGateway",
                 metric_name=name,

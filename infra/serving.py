@@ -15,7 +15,8 @@ Anything else is answered by API Gateway itself (404 ``not_found``, no Lambda in
 Errors API Gateway produces on its own (no or a bad key, throttling, quota, a body that is not
 a JSON object, integration failures) use the app's error envelope too (``GATEWAY_ERRORS``),
 so clients parse one shape whoever answered.
-REST (not HTTP API) because only REST has API keys, usage plans and request validation.
+REST by default because only REST has API keys, usage plans and request validation; with
+``api=http`` an HTTP API with a JWT authorizer takes its place (``infra.http_api``).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from typing import Any
 
 from aws_cdk import Duration, Size
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from infra.assets import REPO_ROOT, docker_excludes
+from infra.http_api import INVOKE_SCOPE, HttpFrontDoor
 from infra.log_groups import log_group
 from infra.nag import acknowledge
 from infra.settings import API_GATEWAY_TIMEOUT_SECONDS, Settings
@@ -186,10 +189,32 @@ class Serving(Construct):
         super().__init__(scope, construct_id)
         self.model_uri = storage.uri(settings.model_prefix)
         self.function = self._function(settings, storage)
+        self.front_door: HttpFrontDoor | None = None
+        self.api_key: apigw.IApiKey | None = None
+        self.api: apigw.RestApi | apigwv2.HttpApi
+        if settings.api == "http":
+            self.front_door = self._http_api(settings)
+            self.api = self.front_door.api
+            return
         self.api = self._api(settings)
         self._routes(settings)
         self._gateway_responses(settings)
         self.api_key = self._usage_plan(settings)
+
+    def _http_api(self, settings: Settings) -> HttpFrontDoor:
+        """The HTTP API front door (infra/http_api.py) with this function's routes."""
+        front_door = HttpFrontDoor(self, "HttpApi", settings=settings)
+        front_door.add_routes(KEYED_METHODS, self.function, scope=INVOKE_SCOPE)
+        open_routes = [("GET", path) for path in OPEN_ROUTES]
+        if settings.enable_page:
+            open_routes.append(("GET", ""))
+        front_door.add_routes(
+            tuple(open_routes),
+            self.function,
+            scope=None,
+            throttle=(settings.open_throttle_rate, settings.open_throttle_burst),
+        )
+        return front_door
 
     def _function(self, settings: Settings, storage: Storage) -> lambda_.DockerImageFunction:
         architecture = lambda_architecture(settings)

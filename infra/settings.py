@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     quota_per_day: int = 100_000
     open_throttle_rate: float = 5.0
     open_throttle_burst: int = 10
+    # The front door (infra/http_api.py): ``rest`` (API keys, usage plans, gateway responses
+    # in the app's envelope) or ``http`` (an HTTP API with a JWT authorizer, ~70% cheaper).
+    # With ``http``, tokens come from jwt_issuer (an OIDC issuer URL) for jwt_audience, or,
+    # without an issuer, from a Cognito user pool the stack creates.
+    api: str = "rest"
+    jwt_issuer: str | None = None
+    jwt_audience: Annotated[tuple[str, ...], NoDecode] = ()
     enable_page: bool = True
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
     # S3 layout inside the one bucket.
@@ -155,6 +162,7 @@ class Settings(BaseSettings):
         "alarm_email",
         "github_repo",
         "github_oidc_provider_arn",
+        "jwt_issuer",
         mode="before",
     )
     @classmethod
@@ -168,6 +176,7 @@ class Settings(BaseSettings):
         "github_environments",
         "bulk_read_buckets",
         "bulk_write_buckets",
+        "jwt_audience",
         mode="before",
     )
     @classmethod
@@ -288,6 +297,18 @@ def _check_api(s: Settings) -> str | None:
     )
 
 
+def _check_front_door(s: Settings) -> str | None:
+    if s.api not in ("rest", "http"):
+        return f"api must be rest or http, not {s.api!r}"
+    if s.api == "rest" and (s.jwt_issuer or s.jwt_audience):
+        return "jwt_issuer and jwt_audience apply only with api=http"
+    if s.jwt_issuer is not None and not re.fullmatch(r"https://[^\s/]+(/\S*)?", s.jwt_issuer):
+        return f"jwt_issuer {s.jwt_issuer!r} must be an https:// issuer URL"
+    if bool(s.jwt_issuer) != bool(s.jwt_audience):
+        return "jwt_issuer and jwt_audience go together (or neither: a Cognito user pool)"
+    return None
+
+
 def _check_origins(s: Settings) -> str | None:
     bad = [o for o in s.cors_origins if not is_allowed_origin(o)]
     return f"cors_origins must be '*' or origins like https://example.com: {bad}" if bad else None
@@ -359,6 +380,7 @@ _CHECKS: tuple[Callable[[Settings], str | None], ...] = (
     _check_lambda,
     _check_concurrency,
     _check_api,
+    _check_front_door,
     _check_origins,
     _check_prefixes,
     _check_training,

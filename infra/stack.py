@@ -63,16 +63,7 @@ class NerkitStack(Stack):
     def _outputs(self) -> None:
         # Output names are read by nerkit.pipeline.start (from `cdk deploy --outputs-file`).
         outputs = {
-            "ApiUrl": (self.serving.api.url, "Base URL of the API (stage included)"),
-            "ApiKeyId": (
-                self.serving.api_key.key_id,
-                "aws apigateway get-api-key --api-key <id> --include-value",
-            ),
-            "AdminApiKeyId": (
-                self.admin.api_key.key_id,
-                "The admin key (training, uploads, LIVE): aws apigateway get-api-key "
-                "--api-key <id> --include-value",
-            ),
+            **self._front_door_outputs(),
             "BucketName": (self.storage.bucket.bucket_name, "Datasets, training output, models"),
             "AccessLogBucketName": (
                 self.storage.log_bucket.bucket_name,
@@ -103,3 +94,39 @@ class NerkitStack(Stack):
         outputs["BulkOutputUri"] = (self.storage.uri(OUTPUT_PREFIX), "Bulk outputs go under here")
         for name, (value, description) in outputs.items():
             CfnOutput(self, name, value=value, description=description)
+
+    def _front_door_outputs(self) -> dict[str, tuple[str, str]]:
+        front_door, serving = self.serving.front_door, self.serving
+        if front_door is None:
+            assert serving.api_key is not None and self.admin.api_key is not None
+            return {
+                "ApiUrl": (serving.api.url, "Base URL of the API (stage included)"),
+                "ApiKeyId": (
+                    serving.api_key.key_id,
+                    "aws apigateway get-api-key --api-key <id> --include-value",
+                ),
+                "AdminApiKeyId": (
+                    self.admin.api_key.key_id,
+                    "The admin key (training, uploads, LIVE): aws apigateway get-api-key "
+                    "--api-key <id> --include-value",
+                ),
+            }
+        outputs = {"ApiUrl": (front_door.url, "Base URL of the API (send a bearer token)")}
+        if front_door.user_pool is not None and front_door.token_url is not None:
+            secret = (
+                "; its secret: aws cognito-idp describe-user-pool-client --user-pool-id "
+                "<UserPoolId> --client-id <id> --query UserPoolClient.ClientSecret"
+            )
+            outputs |= {
+                "UserPoolId": (front_door.user_pool.user_pool_id, "Issues the API's tokens"),
+                "TokenUrl": (front_door.token_url, "Client-credentials token endpoint"),
+                "ClientId": (
+                    front_door.clients["Client"].user_pool_client_id,
+                    "App client with the nerkit/invoke scope" + secret,
+                ),
+                "AdminClientId": (
+                    front_door.clients["AdminClient"].user_pool_client_id,
+                    "App client with nerkit/invoke and nerkit/admin" + secret,
+                ),
+            }
+        return outputs

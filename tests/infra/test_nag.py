@@ -34,6 +34,15 @@ CUSTOM = {
     "api_gateway_account_role": "false",
     "manage_sagemaker_log_group": "true",
 }
+# The HTTP API front door: with the Cognito user pool the stack creates, and with an external
+# OIDC issuer and every other option flipped.
+HTTP = {"api": "http"}
+HTTP_CUSTOM = {
+    **CUSTOM,
+    "api": "http",
+    "jwt_issuer": "https://login.example.com/tenant/",
+    "jwt_audience": "nerkit-api",
+}
 # What may be acknowledged at all; anything else must be fixed, not acknowledged.
 ACCEPTED_RULES = {
     "AwsSolutions-IAM4",  # the API Gateway account logging role's managed policy
@@ -41,6 +50,7 @@ ACCEPTED_RULES = {
     "AwsSolutions-APIG3",  # no WAF
     "AwsSolutions-APIG4",  # API keys instead of an authorizer
     "AwsSolutions-COG4",  # no Cognito
+    "AwsSolutions-COG8",  # api=http: a user pool of app clients only, no Plus plan
     "AwsSolutions-SF2",  # state machine X-Ray follows the tracing setting (off by default)
 }
 
@@ -71,6 +81,21 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], di
     return synth_app(tmp_path_factory, CUSTOM)
 
 
+@pytest.fixture(scope="module")
+def http(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
+    return synth_app(tmp_path_factory, HTTP)
+
+
+@pytest.fixture(scope="module")
+def http_custom(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    return synth_app(tmp_path_factory, HTTP_CUSTOM)
+
+
+VARIANTS = ["default", "custom", "http", "http_custom"]
+
+
 def assert_clean(plugin: dict[str, Any]) -> None:
     assert plugin["violations"] == []
     assert plugin["conclusion"] == "success"
@@ -93,6 +118,17 @@ def test_default_app_has_no_unacknowledged_findings(default: tuple[dict, dict]) 
 def test_every_option_flipped_has_no_unacknowledged_findings(custom: tuple[dict, dict]) -> None:
     plugin, _ = custom
     assert_clean(plugin)
+
+
+@pytest.mark.parametrize("variant", ["http", "http_custom"])
+def test_the_http_front_door_has_no_unacknowledged_findings(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
+    plugin, template = request.getfixturevalue(variant)
+    assert_clean(plugin)
+    kinds = {r["Type"] for r in template["Resources"].values()}
+    assert "AWS::ApiGatewayV2::Api" in kinds
+    assert not [k for k in kinds if k.startswith("AWS::ApiGateway::")]
 
 
 def test_the_flipped_options_take_effect(custom: tuple[dict, dict]) -> None:
@@ -184,6 +220,7 @@ GENERIC_FINDINGS = {
     "AwsSolutions-APIG3",
     "AwsSolutions-APIG4",
     "AwsSolutions-COG4",
+    "AwsSolutions-COG8",
     "AwsSolutions-SF2",
 }
 # Every action granted on Resource "*" anywhere: those without resource-level permissions.
@@ -205,7 +242,7 @@ UNSCOPED_ACTIONS = {
 }
 
 
-@pytest.mark.parametrize("variant", ["default", "custom"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_generic_findings_are_acknowledged_on_the_exact_construct(
     variant: str, request: pytest.FixtureRequest
 ) -> None:
@@ -218,7 +255,7 @@ def test_generic_findings_are_acknowledged_on_the_exact_construct(
                 assert construct["constructPath"] == finding["acknowledgedAt"] + "/Resource", rule
 
 
-@pytest.mark.parametrize("variant", ["default", "custom"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_only_actions_without_resource_level_permissions_get_a_star(
     variant: str, request: pytest.FixtureRequest
 ) -> None:
@@ -280,7 +317,7 @@ def cdk_role_dependency(match: Any, template: dict[str, Any]) -> bool:
     )
 
 
-@pytest.mark.parametrize("variant", ["default", "custom"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_cfn_lint_passes_every_variant(variant: str, request: pytest.FixtureRequest) -> None:
     _, template = request.getfixturevalue(variant)
     matches = cfn_lint(template)

@@ -51,6 +51,8 @@ STARTUP_WAIT_S = 300.0
 WAIT_MS = 60_000
 STAGE = "/prod"
 API_KEY = "page-test-key"
+# The shape of a JWT (header.payload.signature, base64url); the stand-in gateway only compares it.
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzY29wZSI6Im5lcmtpdC9pbnZva2UifQ.c2lnbmF0dXJl"
 # The emoji is one code point (the API's offsets) but two UTF-16 units (JavaScript's).
 TEXT = "Angela Merkel met Tim Cook 😀 in Berlin and flew to Paris."
 # Hue bands (degrees) the fixed label colours must fall in: the colour names of the brief.
@@ -132,9 +134,13 @@ class StageProxy(BaseHTTPRequestHandler):
             self._reply(403, {"message": "Missing Authentication Token"})
             return
         inner = inner if inner.startswith("/") else "/" + inner
-        if inner.startswith("/v1/") and self.headers.get("x-api-key") != API_KEY:
-            self._reply(403, {"message": "Forbidden"})
-            return
+        if inner.startswith("/v1/"):
+            # A REST stage checks x-api-key; an HTTP API's JWT authorizer, Authorization.
+            credentials = (self.headers.get("x-api-key"), self.headers.get("authorization"))
+            if credentials not in ((API_KEY, None), (None, f"Bearer {TOKEN}")):
+                self._reply(403, {"message": "Forbidden"})
+                return
+            self.server.credentials.append(credentials)
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         upstream = http.client.HTTPConnection("127.0.0.1", self.server.app_port, timeout=60)
         forwarded = {
@@ -168,6 +174,7 @@ class StageServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), StageProxy)
         self.app_port = app_port
         self.seen: list[str] = []
+        self.credentials: list[tuple[str | None, str | None]] = []
 
 
 @pytest.fixture(scope="module")
@@ -475,3 +482,16 @@ def test_docs_render_without_the_internet(page: Page, app_url: str) -> None:
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("nerkit", timeout=WAIT_MS)
     expect(page.locator(".opblock-summary-path").first).to_be_visible(timeout=WAIT_MS)
     assert elsewhere == []
+
+
+def test_a_jwt_goes_as_a_bearer_token(page: Page, stage: StageServer) -> None:
+    """The HTTP API front door authorizes JWTs: a token typed in the key field is sent as
+    Authorization: Bearer (and not as x-api-key)."""
+    stage.credentials.clear()
+    page.goto(f"http://127.0.0.1:{stage.server_port}{STAGE}/")
+    page.fill("#api-key", TOKEN)
+    submit(page, TEXT)
+    wait_for_result(page)
+    expect(page.locator("#error")).to_be_hidden()
+    assert stage.credentials
+    assert set(stage.credentials) == {(None, f"Bearer {TOKEN}")}

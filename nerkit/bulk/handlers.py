@@ -45,7 +45,7 @@ def plan_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     _check_allowed(pinned.input, "BULK_INPUT_LOCATIONS", "read from")
     _check_allowed(pinned.output, "BULK_OUTPUT_LOCATIONS", "write to")
     check_locations(pinned)
-    version = pin_version(model_uri, request.get("modelVersion"))
+    version = pin_version(model_uri, request.get("modelVersion"), pinned.entities.labels)
     job = job_from_request(request, model_uri=model_uri, model_version=version)
     shards = plan(
         job,

@@ -32,6 +32,8 @@ from nerkit.api.app import create_app
 from nerkit.api.settings import Settings
 from nerkit.artifact import pack, read_manifest, write_manifest
 from nerkit.bulk.locations import LocationError, S3Location
+from nerkit.bulk.model import pin_version
+from nerkit.bulk.plan import JobError
 from nerkit.bulk.worker import marker_key, read_marker
 from nerkit.pipeline.gate import handler
 from nerkit.store import ModelStore
@@ -435,3 +437,22 @@ def test_a_denied_key_that_exists_stays_an_error_for_bulk(admin: Any) -> None:
         output.get("closed/marker.json")
     with pytest.raises(LocationError, match="access denied"):
         S3Location(f"s3://{BUCKET}/{OUTPUT_PREFIX}/closed/marker.json", output.s3).list_objects()
+
+
+def test_the_bulk_plan_role_checks_a_requested_version_in_the_store(
+    role_client: Callable[[str], Any],
+    admin: Any,
+    prefix: str,
+    tiny_artifact_dir: Path,
+    tmp_path: Path,
+) -> None:
+    deployer = ModelStore(BUCKET, prefix, admin)
+    deployer.set_live(deployer.upload(_packed(tiny_artifact_dir, tmp_path, "v1")))
+    role_client("BulkPlanRole")
+    uri = f"s3://{BUCKET}/{prefix}"
+
+    assert pin_version(uri, "v1", ["PER"]) == "v1"
+    with pytest.raises(JobError, match="model version v2 not found"):
+        pin_version(uri, "v2")
+    with pytest.raises(JobError, match="unknown entity types"):
+        pin_version(uri, None, ["FOOD"])

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import ArnFormat, CfnElement, Duration, Stack
+from aws_cdk import ArnFormat, CfnElement, Duration, Size, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
@@ -173,7 +173,7 @@ class BulkExtraction(Construct):
         )
         logs = log_group(self, f"{name}Logs", s)
         logs.grant_write(role)
-        return lambda_.DockerImageFunction(
+        function = lambda_.DockerImageFunction(
             self,
             f"{name}Function",
             description=f"nerkit {s.stage} bulk: {what}",
@@ -183,9 +183,20 @@ class BulkExtraction(Construct):
             role=role,
             memory_size=memory_mb,
             timeout=timeout,
+            # /tmp holds the model, as in serving.
+            ephemeral_storage_size=Size.mebibytes(s.lambda_ephemeral_mb),
             environment=environment,
             log_group=logs,
+            tracing=lambda_.Tracing.ACTIVE if s.tracing else lambda_.Tracing.DISABLED,
         )
+        if s.tracing:
+            acknowledge(
+                role.node.find_child("DefaultPolicy"),
+                "AwsSolutions-IAM5[Resource::*]",
+                "X-Ray tracing (tracing=true): xray:PutTraceSegments and "
+                "xray:PutTelemetryRecords have no resource-level permissions.",
+            )
+        return function
 
     def _grant_access(self) -> None:
         """Plan: list and read the input, write manifests, read LIVE. Worker: read the input

@@ -39,6 +39,8 @@ CUSTOM = {
     "bulk_read_buckets": "corpus-in",
     "bulk_write_buckets": "results-out",
     "bulk_worker_memory_mb": "3538",
+    "lambda_ephemeral_mb": "4096",
+    "tracing": "true",
 }
 # Never reached: a safety net so a stuck execution fails the test instead of hanging it.
 EXECUTION_WAIT_S = 300
@@ -188,6 +190,18 @@ def test_roles_read_only_the_input_and_write_only_the_output(template: dict[str,
         f"{bucket}/bulk/manifests/*",
         f"{bucket}/bulk/map-results/*",
     }
+
+
+def test_the_functions_follow_the_ephemeral_storage_and_tracing_settings(
+    template: dict[str, Any], custom: dict[str, Any]
+) -> None:
+    for prefix in ("BulkPlanFunction", "BulkWorkerFunction", "BulkSummaryFunction"):
+        default = one(template, "AWS::Lambda::Function", prefix)[1]["Properties"]
+        configured = one(custom, "AWS::Lambda::Function", prefix)[1]["Properties"]
+        assert default["EphemeralStorage"] == {"Size": 512}
+        assert configured["EphemeralStorage"] == {"Size": 4096}
+        assert default.get("TracingConfig", {"Mode": "PassThrough"})["Mode"] != "Active"
+        assert configured["TracingConfig"] == {"Mode": "Active"}
 
 
 def test_extra_buckets_are_granted_as_configured(custom: dict[str, Any]) -> None:

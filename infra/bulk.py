@@ -43,6 +43,15 @@ from infra.nag import acknowledge, acknowledge_wildcard, flatten
 from infra.serving import lambda_architecture, serving_image
 from infra.settings import BULK_PREFIX, MB_PER_VCPU, Settings
 from infra.storage import Storage
+from nerkit.api.emf import (
+    BULK_SERVICE,
+    DOCUMENTS,
+    ENTITIES,
+    MISSING_SHARDS,
+    NAMESPACE,
+    RECORD_ERRORS,
+    SERVICE,
+)
 
 INPUT_PREFIX = f"{BULK_PREFIX}/input"
 OUTPUT_PREFIX = f"{BULK_PREFIX}/output"
@@ -52,8 +61,6 @@ MAP_RESULTS_PREFIX = f"{BULK_PREFIX}/map-results"
 WORKER_TIMEOUT = Duration.minutes(15)
 # A run of 100M documents at the default concurrency is well under a day (docs/DEPLOY.md).
 RUN_TIMEOUT = Duration.hours(48)
-EMF_NAMESPACE = "nerkit"
-EMF_SERVICE = "bulk"
 # Lambda errors worth retrying: throttling and the service's own faults.
 _TRANSIENT = [
     "Lambda.TooManyRequestsException",
@@ -458,9 +465,9 @@ class BulkExtraction(Construct):
     def _dashboard(self, dashboard: cw.Dashboard) -> None:
         def per_run(name: str) -> cw.Metric:
             return cw.Metric(
-                namespace=EMF_NAMESPACE,
+                namespace=NAMESPACE,
                 metric_name=name,
-                dimensions_map={"Service": EMF_SERVICE},
+                dimensions_map={SERVICE: BULK_SERVICE},
                 statistic="Sum",
                 period=PERIOD,
             )
@@ -480,8 +487,8 @@ class BulkExtraction(Construct):
             ),
             cw.GraphWidget(
                 title="Bulk documents and record errors (per finished run)",
-                left=[per_run("Documents"), per_run("Entities")],
-                right=[per_run("RecordErrors"), per_run("MissingShards")],
+                left=[per_run(DOCUMENTS), per_run(ENTITIES)],
+                right=[per_run(RECORD_ERRORS), per_run(MISSING_SHARDS)],
                 width=8,
                 height=6,
             ),

@@ -261,11 +261,28 @@ def test_failed_and_timed_out_runs_alarm_and_outputs_name_the_machine(
     assert template["Outputs"]["BulkStateMachineArn"]["Value"] == {"Ref": machine}
     assert "BulkInputUri" in template["Outputs"] and "BulkOutputUri" in template["Outputs"]
 
-    from infra import bulk
+
+def test_the_dashboard_graphs_the_metrics_the_summary_writes(
+    template: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nerkit.api import emf
     from nerkit.bulk import handlers
 
-    # The dashboard graphs what the summary Lambda writes.
-    assert (bulk.EMF_NAMESPACE, bulk.EMF_SERVICE) == (handlers.EMF_NAMESPACE, handlers.EMF_SERVICE)
+    totals = {"documents": 3, "entities": 5, "errors": 1}
+    summary = {"totals": totals, "shards": {"missing": ["s1"]}, "run_id": "r", "status": "x"}
+    handlers._emit_metrics(summary)
+    line = json.loads(capsys.readouterr().out)
+    (directive,) = line["_aws"]["CloudWatchMetrics"]
+    assert (directive["Namespace"], directive["Dimensions"]) == (emf.NAMESPACE, [[emf.SERVICE]])
+    assert line[emf.SERVICE] == emf.BULK_SERVICE
+    written = [metric["Name"] for metric in directive["Metrics"]]
+    assert written == [emf.DOCUMENTS, emf.ENTITIES, emf.RECORD_ERRORS, emf.MISSING_SHARDS]
+    assert [line[name] for name in written] == [3, 5, 1, 1]
+    (dashboard,) = resources(template, "AWS::CloudWatch::Dashboard").values()
+    body = flat(dashboard["Properties"]["DashboardBody"])
+    for name in written:
+        graphed = [emf.NAMESPACE, name, emf.SERVICE, line[emf.SERVICE]]
+        assert json.dumps(graphed, separators=(",", ":"))[1:-1].replace('"', '\\"') in body, name
 
 
 # -- end to end in moto -----------------------------------------------------------------------

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import ArnFormat, CfnElement, Duration, Stack
+from aws_cdk import ArnFormat, CfnElement, Duration, Size, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
@@ -43,6 +43,15 @@ from infra.nag import acknowledge, acknowledge_wildcard, flatten
 from infra.serving import lambda_architecture, serving_image
 from infra.settings import BULK_PREFIX, MB_PER_VCPU, Settings
 from infra.storage import Storage
+from nerkit.api.emf import (
+    BULK_SERVICE,
+    DOCUMENTS,
+    ENTITIES,
+    MISSING_SHARDS,
+    NAMESPACE,
+    RECORD_ERRORS,
+    SERVICE,
+)
 
 INPUT_PREFIX = f"{BULK_PREFIX}/input"
 OUTPUT_PREFIX = f"{BULK_PREFIX}/output"
@@ -52,8 +61,6 @@ MAP_RESULTS_PREFIX = f"{BULK_PREFIX}/map-results"
 WORKER_TIMEOUT = Duration.minutes(15)
 # A run of 100M documents at the default concurrency is well under a day (docs/DEPLOY.md).
 RUN_TIMEOUT = Duration.hours(48)
-EMF_NAMESPACE = "nerkit"
-EMF_SERVICE = "bulk"
 # Lambda errors worth retrying: throttling and the service's own faults.
 _TRANSIENT = [
     "Lambda.TooManyRequestsException",
@@ -173,7 +180,7 @@ class BulkExtraction(Construct):
         )
         logs = log_group(self, f"{name}Logs", s)
         logs.grant_write(role)
-        return lambda_.DockerImageFunction(
+        function = lambda_.DockerImageFunction(
             self,
             f"{name}Function",
             description=f"nerkit {s.stage} bulk: {what}",
@@ -183,9 +190,20 @@ class BulkExtraction(Construct):
             role=role,
             memory_size=memory_mb,
             timeout=timeout,
+            # /tmp holds the model, as in serving.
+            ephemeral_storage_size=Size.mebibytes(s.lambda_ephemeral_mb),
             environment=environment,
             log_group=logs,
+            tracing=lambda_.Tracing.ACTIVE if s.tracing else lambda_.Tracing.DISABLED,
         )
+        if s.tracing:
+            acknowledge(
+                role.node.find_child("DefaultPolicy"),
+                "AwsSolutions-IAM5[Resource::*]",
+                "X-Ray tracing (tracing=true): xray:PutTraceSegments and "
+                "xray:PutTelemetryRecords have no resource-level permissions.",
+            )
+        return function
 
     def _grant_access(self) -> None:
         """Plan: list and read the input, write manifests, read LIVE. Worker: read the input
@@ -447,9 +465,9 @@ class BulkExtraction(Construct):
     def _dashboard(self, dashboard: cw.Dashboard) -> None:
         def per_run(name: str) -> cw.Metric:
             return cw.Metric(
-                namespace=EMF_NAMESPACE,
+                namespace=NAMESPACE,
                 metric_name=name,
-                dimensions_map={"Service": EMF_SERVICE},
+                dimensions_map={SERVICE: BULK_SERVICE},
                 statistic="Sum",
                 period=PERIOD,
             )
@@ -469,8 +487,8 @@ class BulkExtraction(Construct):
             ),
             cw.GraphWidget(
                 title="Bulk documents and record errors (per finished run)",
-                left=[per_run("Documents"), per_run("Entities")],
-                right=[per_run("RecordErrors"), per_run("MissingShards")],
+                left=[per_run(DOCUMENTS), per_run(ENTITIES)],
+                right=[per_run(RECORD_ERRORS), per_run(MISSING_SHARDS)],
                 width=8,
                 height=6,
             ),

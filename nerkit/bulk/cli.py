@@ -79,7 +79,7 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     request = _request(args)
     model_uri = args.model or os.environ.get("MODEL_URI") or str(DEFAULT_MODEL)
-    version = pin_version(model_uri, args.model_version)
+    version = pin_version(model_uri, args.model_version, args.labels)
     job = job_from_request(request, model_uri=model_uri, model_version=version)
     reporter = ProgressReporter(sys.stderr)
 

@@ -22,6 +22,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from nerkit.api.emf import (
+    BULK_SERVICE,
+    DOCUMENTS,
+    ENTITIES,
+    MISSING_SHARDS,
+    NAMESPACE,
+    RECORD_ERRORS,
+    SERVICE,
+)
 from nerkit.bulk.locations import LocationError, location, split_s3_uri
 from nerkit.bulk.model import load_engine, pin_version
 from nerkit.bulk.plan import DEFAULT_SHARD_BYTES, Job, JobError, Shard, plan
@@ -29,9 +38,6 @@ from nerkit.bulk.request import job_from_request, shard_bytes_of
 from nerkit.bulk.runner import check_locations
 from nerkit.bulk.summary import summarize
 from nerkit.bulk.worker import process_shard
-
-EMF_NAMESPACE = "nerkit"
-EMF_SERVICE = "bulk"
 
 
 def plan_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -45,7 +51,7 @@ def plan_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     _check_allowed(pinned.input, "BULK_INPUT_LOCATIONS", "read from")
     _check_allowed(pinned.output, "BULK_OUTPUT_LOCATIONS", "write to")
     check_locations(pinned)
-    version = pin_version(model_uri, request.get("modelVersion"))
+    version = pin_version(model_uri, request.get("modelVersion"), pinned.entities.labels)
     job = job_from_request(request, model_uri=model_uri, model_version=version)
     shards = plan(
         job,
@@ -123,23 +129,23 @@ def summary_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def _emit_metrics(summary: dict[str, Any]) -> None:
     """One EMF line: documents, entities, errors and missing shards of this run."""
     metrics = {
-        "Documents": summary["totals"]["documents"],
-        "Entities": summary["totals"]["entities"],
-        "RecordErrors": summary["totals"]["errors"],
-        "MissingShards": len(summary["shards"]["missing"]),
+        DOCUMENTS: summary["totals"]["documents"],
+        ENTITIES: summary["totals"]["entities"],
+        RECORD_ERRORS: summary["totals"]["errors"],
+        MISSING_SHARDS: len(summary["shards"]["missing"]),
     }
     record = {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
             "CloudWatchMetrics": [
                 {
-                    "Namespace": EMF_NAMESPACE,
-                    "Dimensions": [["Service"]],
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [[SERVICE]],
                     "Metrics": [{"Name": name, "Unit": "Count"} for name in metrics],
                 }
             ],
         },
-        "Service": EMF_SERVICE,
+        SERVICE: BULK_SERVICE,
         "run_id": summary["run_id"],
         "status": summary["status"],
         **metrics,

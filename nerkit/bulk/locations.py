@@ -2,6 +2,10 @@
 
 Input objects are listed with an ETag (S3's, or size and mtime locally) so that a completed
 shard can be recognised as done for the same input; reads stream byte ranges in chunks.
+A GET or HEAD that may find nothing (a marker, a manifest, an input URI that may be a prefix)
+goes through the model store's ``read_object``: the roles list only with an ``s3:prefix``
+condition, so S3 answers them 403 for a missing key, and a list of that key tells absent
+from denied.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from typing import Any, Protocol
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from nerkit.errors import ModelError
+from nerkit.store.s3 import ObjectMissing, read_object
+
 # boto3 generates its clients at runtime and ships no type stubs.
 S3Client = Any
 
@@ -24,7 +31,6 @@ CHUNK_BYTES = 1 << 20
 S3_CONFIG = Config(
     connect_timeout=5, read_timeout=60, retries={"mode": "standard", "max_attempts": 4}
 )
-_MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
 class LocationError(Exception):
@@ -94,8 +100,8 @@ class S3Location:
     def list_objects(self) -> list[InputObject]:
         """The object ``uri`` names, else every object below it as a prefix, by key."""
         if self.prefix and not self.prefix.endswith("/"):
-            with _s3_errors(self.uri, missing_ok=True):
-                head = self.s3.head_object(Bucket=self.bucket, Key=self.prefix)
+            head = self._read("head_object", self.prefix)
+            if head is not None:
                 return [InputObject(self.uri, head["ContentLength"], head["ETag"].strip('"'))]
         prefix = self.prefix if not self.prefix or self.prefix.endswith("/") else self.prefix + "/"
         found = []
@@ -126,17 +132,26 @@ class S3Location:
             yield from body.iter_chunks(CHUNK_BYTES)
 
     def get(self, key: str) -> bytes | None:
-        uri = self.child(key)
-        with _s3_errors(uri, missing_ok=True):
-            body: bytes = self.s3.get_object(Bucket=self.bucket, Key=_join(self.prefix, key))[
-                "Body"
-            ].read()
+        response = self._read("get_object", _join(self.prefix, key))
+        if response is None:
+            return None
+        with _s3_errors(self.child(key)):  # the body streams after the headers
+            body: bytes = response["Body"].read()
             return body
-        return None
 
     def put(self, key: str, body: bytes) -> None:
         with _s3_errors(self.child(key)):
             self.s3.put_object(Bucket=self.bucket, Key=_join(self.prefix, key), Body=body)
+
+    def _read(self, operation: str, key: str) -> dict[str, Any] | None:
+        """A GET or HEAD of ``key`` in this bucket; ``None`` when the key is absent (also
+        when S3 denies it to a role that may list only by prefix: module docstring)."""
+        try:
+            return read_object(self.s3, operation, self.bucket, key)
+        except ObjectMissing:
+            return None
+        except ModelError as exc:
+            raise LocationError(str(exc)) from exc
 
 
 class LocalLocation:
@@ -206,12 +221,10 @@ def _join(prefix: str, key: str) -> str:
 
 
 class _s3_errors:
-    """botocore failures as ``LocationError``; with ``missing_ok``, a missing key is swallowed
-    so the caller's code after the ``with`` block runs."""
+    """botocore failures as ``LocationError``."""
 
-    def __init__(self, uri: str, *, missing_ok: bool = False) -> None:
+    def __init__(self, uri: str) -> None:
         self.uri = uri
-        self.missing_ok = missing_ok
 
     def __enter__(self) -> None:
         return None
@@ -219,8 +232,6 @@ class _s3_errors:
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> bool:
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
-            if self.missing_ok and code in _MISSING:
-                return True
             raise LocationError(f"S3 error {code or 'unknown'} on {self.uri}") from exc
         if isinstance(exc, BotoCoreError):
             raise LocationError(f"cannot reach S3 for {self.uri}: {type(exc).__name__}") from exc

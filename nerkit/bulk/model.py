@@ -2,36 +2,62 @@
 
 A run pins the version when it starts (default: LIVE) and every shard loads exactly that
 one, so all records of a run are tagged by the same model even if LIVE moves meanwhile.
-A warm worker keeps its engine for the next shard of the same version.
+A warm worker keeps its engine for the next shard of the same version. The plan checks a
+requested version and entity types against the store's manifest copy, so a typo fails the
+run at once with a ``JobError`` instead of in every worker.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
-from nerkit.engine import NerEngine
-from nerkit.errors import ArtifactError, ModelNotFound
+from nerkit.bulk.plan import JobError
+from nerkit.engine import NerEngine, _entity_types
+from nerkit.errors import ArtifactError, ConfigError, ModelNotFound
 from nerkit.store import ModelStore, open_source, parse_model_uri
-from nerkit.store.uri import StorePrefix
+from nerkit.store.uri import StorePrefix, check_version
 
 _cache: dict[tuple[str, str | None, int], tuple[NerEngine, str]] = {}
 _lock = threading.Lock()
 
 
-def pin_version(model_uri: str, requested: str | None = None) -> str | None:
+def pin_version(
+    model_uri: str, requested: str | None = None, labels: Sequence[str] | None = None
+) -> str | None:
     """The version a run will use: ``requested``, else the one LIVE names now; ``None`` when
     ``model_uri`` is one fixed artifact (a ``.tar.gz`` or a directory), which has no
-    versions to choose from."""
+    versions to choose from (its loader checks ``requested`` and ``labels``).
+
+    In a store, a requested version must exist and ``labels`` must be entity types of the
+    pinned version (``JobError`` otherwise)."""
     if requested:
-        return requested
+        try:
+            check_version(requested)
+        except ConfigError as exc:
+            raise JobError(str(exc)) from None
     location = parse_model_uri(model_uri)
     if not isinstance(location, StorePrefix):
-        return None
-    pointer = ModelStore(location.bucket, location.prefix).live()
-    if pointer is None:
-        raise ModelNotFound(f"no LIVE model in {model_uri}")
-    return pointer.version
+        return requested or None
+    store = ModelStore(location.bucket, location.prefix)
+    if requested:
+        version = requested
+    else:
+        pointer = store.live()
+        if pointer is None:
+            raise ModelNotFound(f"no LIVE model in {model_uri}")
+        version = pointer.version
+    if requested or labels:
+        try:
+            manifest = store.manifest(version)
+        except ModelNotFound as exc:
+            raise JobError(f"model version {version} not found in {model_uri}") from exc
+        known = list(_entity_types(list(manifest["labels"])))
+        unknown = [label for label in labels or () if label not in known]
+        if unknown:
+            raise JobError(f"unknown entity types {unknown}; model version {version} has {known}")
+    return version
 
 
 def load_engine(

@@ -15,9 +15,9 @@ encryption (SSE-S3 or the bucket's KMS key); nothing here asks for a specific ke
 Absent keys under least privilege: S3 answers a GET or HEAD of a missing key with 404 only to
 a caller whose ``s3:ListBucket`` applies to that request; our roles may list only with an
 ``s3:prefix`` condition, which a GET does not carry, so S3 answers them 403. A denied GET or
-HEAD is therefore followed by a list of exactly that key (``Prefix=<key>``, which the
-condition allows): if the key is not there, it is absent (no LIVE yet, no such version);
-otherwise the denial stands.
+HEAD is therefore followed by a list of exactly that key (``nerkit.store.s3.read_object``):
+if the key is not there, it is absent (no LIVE yet, no such version); otherwise the denial
+stands.
 
 Failures are ``nerkit.errors`` (see there for which are transient).
 """
@@ -41,11 +41,11 @@ from nerkit.errors import ArtifactError, ConfigError, LiveConflict, ModelNotFoun
 from nerkit.store import cache
 from nerkit.store.cache import LoadedArtifact
 from nerkit.store.s3 import (
-    AccessDenied,
     ConditionFailed,
     ObjectMissing,
     S3Client,
     new_s3_client,
+    read_object,
     s3_errors,
 )
 from nerkit.store.uri import (
@@ -396,21 +396,8 @@ class ModelStore:
 
     def _read(self, operation: str, key: str) -> dict[str, Any]:
         """A GET or HEAD of ``key``; a denial of an absent key reads as absent (module
-        docstring): ``ObjectMissing``, as S3 answers callers allowed to list the bucket."""
-        try:
-            return self._request(operation, key)
-        except AccessDenied:
-            if not self._exists(key):
-                raise ObjectMissing(f"not found: s3://{self.bucket}/{key}") from None
-            raise
-
-    def _exists(self, key: str) -> bool:
-        """Whether ``key`` exists, by a list of that key alone (allowed where a list of the
-        key's prefix is)."""
-        with s3_errors(self.bucket, key):
-            page = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
-        # Keys sort lexicographically: the key itself, if present, precedes every longer one.
-        return any(item["Key"] == key for item in page.get("Contents", []))
+        docstring): ``ObjectMissing``."""
+        return read_object(self.s3, operation, self.bucket, key)
 
     def _list_objects(self, prefix: str) -> Iterator[dict[str, Any]]:
         paginator = self.s3.get_paginator("list_objects_v2")

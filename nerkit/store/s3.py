@@ -3,7 +3,7 @@
 Every S3 call of the store runs inside ``s3_errors``, so no botocore exception leaves the
 package. Besides the public errors, three kinds tell the registry what happened: an absent key
 (``ObjectMissing``), a lost conditional write (``ConditionFailed``) and a denied request
-(``AccessDenied``, which may also mean "absent": see ``ModelStore``).
+(``AccessDenied``, which may also mean "absent": see ``read_object``).
 
 botocore is imported on first use, not with this module: serving imports the store whatever
 the model URI, and a model from a local file must not pay for botocore at cold start. The
@@ -116,3 +116,32 @@ def s3_errors(bucket: str, key: str) -> Iterator[None]:
         raise StoreUnavailable(f"S3 error {code or 'unknown'} on {uri}") from exc
     except BotoCoreError as exc:
         raise StoreUnavailable(f"cannot reach S3 for {uri}: {type(exc).__name__}") from exc
+
+
+def read_object(s3: S3Client, operation: str, bucket: str, key: str) -> dict[str, Any]:
+    """A GET or HEAD (``operation``: ``get_object`` or ``head_object``) of ``key``, where a
+    denial of an absent key raises ``ObjectMissing``, as S3 answers callers allowed to list.
+
+    S3 answers a GET or HEAD of a missing key with 404 only to a caller whose
+    ``s3:ListBucket`` applies to that request. Our roles may list only with an ``s3:prefix``
+    condition, which a GET does not carry, so S3 answers them 403. A denial is therefore
+    followed by a list of exactly that key (``Prefix=<key>``, which the condition allows): if
+    the key is not there, it is absent; otherwise the denial stands.
+    """
+    try:
+        with s3_errors(bucket, key):
+            response: dict[str, Any] = getattr(s3, operation)(Bucket=bucket, Key=key)
+            return response
+    except AccessDenied:
+        if not key_listed(s3, bucket, key):
+            raise ObjectMissing(f"not found: s3://{bucket}/{key}") from None
+        raise
+
+
+def key_listed(s3: S3Client, bucket: str, key: str) -> bool:
+    """Whether ``key`` exists, by a list of that key alone (allowed where a list of the
+    key's prefix is)."""
+    with s3_errors(bucket, key):
+        page = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    # Keys sort lexicographically: the key itself, if present, precedes every longer one.
+    return any(item["Key"] == key for item in page.get("Contents", []))

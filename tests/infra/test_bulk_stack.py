@@ -39,6 +39,8 @@ CUSTOM = {
     "bulk_read_buckets": "corpus-in",
     "bulk_write_buckets": "results-out",
     "bulk_worker_memory_mb": "3538",
+    "lambda_ephemeral_mb": "4096",
+    "tracing": "true",
 }
 # Never reached: a safety net so a stuck execution fails the test instead of hanging it.
 EXECUTION_WAIT_S = 300
@@ -190,6 +192,18 @@ def test_roles_read_only_the_input_and_write_only_the_output(template: dict[str,
     }
 
 
+def test_the_functions_follow_the_ephemeral_storage_and_tracing_settings(
+    template: dict[str, Any], custom: dict[str, Any]
+) -> None:
+    for prefix in ("BulkPlanFunction", "BulkWorkerFunction", "BulkSummaryFunction"):
+        default = one(template, "AWS::Lambda::Function", prefix)[1]["Properties"]
+        configured = one(custom, "AWS::Lambda::Function", prefix)[1]["Properties"]
+        assert default["EphemeralStorage"] == {"Size": 512}
+        assert configured["EphemeralStorage"] == {"Size": 4096}
+        assert default.get("TracingConfig", {"Mode": "PassThrough"})["Mode"] != "Active"
+        assert configured["TracingConfig"] == {"Mode": "Active"}
+
+
 def test_extra_buckets_are_granted_as_configured(custom: dict[str, Any]) -> None:
     worker_role = one(custom, "AWS::IAM::Role", "BulkWorkerRole")[0]
     plan_role = one(custom, "AWS::IAM::Role", "BulkPlanRole")[0]
@@ -247,11 +261,28 @@ def test_failed_and_timed_out_runs_alarm_and_outputs_name_the_machine(
     assert template["Outputs"]["BulkStateMachineArn"]["Value"] == {"Ref": machine}
     assert "BulkInputUri" in template["Outputs"] and "BulkOutputUri" in template["Outputs"]
 
-    from infra import bulk
+
+def test_the_dashboard_graphs_the_metrics_the_summary_writes(
+    template: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nerkit.api import emf
     from nerkit.bulk import handlers
 
-    # The dashboard graphs what the summary Lambda writes.
-    assert (bulk.EMF_NAMESPACE, bulk.EMF_SERVICE) == (handlers.EMF_NAMESPACE, handlers.EMF_SERVICE)
+    totals = {"documents": 3, "entities": 5, "errors": 1}
+    summary = {"totals": totals, "shards": {"missing": ["s1"]}, "run_id": "r", "status": "x"}
+    handlers._emit_metrics(summary)
+    line = json.loads(capsys.readouterr().out)
+    (directive,) = line["_aws"]["CloudWatchMetrics"]
+    assert (directive["Namespace"], directive["Dimensions"]) == (emf.NAMESPACE, [[emf.SERVICE]])
+    assert line[emf.SERVICE] == emf.BULK_SERVICE
+    written = [metric["Name"] for metric in directive["Metrics"]]
+    assert written == [emf.DOCUMENTS, emf.ENTITIES, emf.RECORD_ERRORS, emf.MISSING_SHARDS]
+    assert [line[name] for name in written] == [3, 5, 1, 1]
+    (dashboard,) = resources(template, "AWS::CloudWatch::Dashboard").values()
+    body = flat(dashboard["Properties"]["DashboardBody"])
+    for name in written:
+        graphed = [emf.NAMESPACE, name, emf.SERVICE, line[emf.SERVICE]]
+        assert json.dumps(graphed, separators=(",", ":"))[1:-1].replace('"', '\\"') in body, name
 
 
 # -- end to end in moto -----------------------------------------------------------------------

@@ -27,9 +27,14 @@ from botocore.exceptions import ClientError
 from fastapi.testclient import TestClient
 from helpers import dummy_artifact
 
+from infra.bulk import INPUT_PREFIX, MANIFEST_PREFIX, OUTPUT_PREFIX
 from nerkit.api.app import create_app
 from nerkit.api.settings import Settings
 from nerkit.artifact import pack, read_manifest, write_manifest
+from nerkit.bulk.locations import LocationError, S3Location
+from nerkit.bulk.model import pin_version
+from nerkit.bulk.plan import JobError
+from nerkit.bulk.worker import marker_key, read_marker
 from nerkit.pipeline.gate import handler
 from nerkit.store import ModelStore
 from nerkit.store import registry as registry_module
@@ -357,3 +362,97 @@ def test_the_admin_role_lists_versions_and_moves_live_but_reads_no_tarball(
         with pytest.raises(ClientError) as refused:
             denied()
         assert _code(refused) == "AccessDenied"
+
+
+# -- bulk extraction's roles ----------------------------------------------------------------
+
+
+def bulk_role(template: dict[str, Any], role_prefix: str) -> Any:
+    return as_role(boto3.client("s3"), Policy(s3_statements(template, role_prefix)))
+
+
+@pytest.mark.parametrize("role", ["BulkWorkerRole", "BulkSummaryRole"])
+def test_a_fresh_runs_missing_marker_reads_as_absent_to_the_bulk_roles(
+    template: dict[str, Any], admin: Any, role: str
+) -> None:
+    output = S3Location(f"s3://{BUCKET}/{OUTPUT_PREFIX}/run-1/", bulk_role(template, role))
+    assert read_marker(output, "s00000") is None
+    admin.put_object(
+        Bucket=BUCKET, Key=f"{OUTPUT_PREFIX}/run-1/{marker_key('s00000')}", Body=b'{"done": 1}'
+    )
+    assert read_marker(output, "s00000") == {"done": 1}
+
+
+def test_the_bulk_plan_lists_an_input_prefix_named_without_its_slash(
+    template: dict[str, Any], admin: Any
+) -> None:
+    for name in ("b.jsonl", "a.jsonl"):
+        admin.put_object(Bucket=BUCKET, Key=f"{INPUT_PREFIX}/docs/{name}", Body=b"{}\n")
+    plan = bulk_role(template, "BulkPlanRole")
+    # The HEAD of "docs" (is it one object?) is denied: docs is no key, so the prefix is listed.
+    listed = S3Location(f"s3://{BUCKET}/{INPUT_PREFIX}/docs", plan).list_objects()
+    assert [obj.uri for obj in listed] == [
+        f"s3://{BUCKET}/{INPUT_PREFIX}/docs/a.jsonl",
+        f"s3://{BUCKET}/{INPUT_PREFIX}/docs/b.jsonl",
+    ]
+    (one,) = S3Location(f"s3://{BUCKET}/{INPUT_PREFIX}/docs/a.jsonl", plan).list_objects()
+    assert one.size == 3
+
+
+def test_the_summary_reads_its_manifest_and_a_missing_one_is_an_error(
+    template: dict[str, Any], admin: Any
+) -> None:
+    summary = S3Location(
+        f"s3://{BUCKET}/{MANIFEST_PREFIX}/", bulk_role(template, "BulkSummaryRole")
+    )
+    admin.put_object(Bucket=BUCKET, Key=f"{MANIFEST_PREFIX}/run-1.json", Body=b"[]")
+    assert summary.get("run-1.json") == b"[]"
+    # It may not list manifests: a denied GET it cannot tell from absent stays a denial.
+    with pytest.raises(LocationError, match="access denied"):
+        summary.get("run-2.json")
+
+
+def test_a_denied_key_that_exists_stays_an_error_for_bulk(admin: Any) -> None:
+    """Listing the key shows it is there: the denial is real, not an absent key."""
+    policy = Policy(
+        [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [S3_ARN],
+                "Condition": {"StringLike": {"s3:prefix": [f"{OUTPUT_PREFIX}/*"]}},
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": [f"{S3_ARN}/{OUTPUT_PREFIX}/open/*"],
+                "Condition": {},
+            },
+        ]
+    )
+    output = S3Location(f"s3://{BUCKET}/{OUTPUT_PREFIX}/", as_role(boto3.client("s3"), policy))
+    admin.put_object(Bucket=BUCKET, Key=f"{OUTPUT_PREFIX}/closed/marker.json", Body=b"{}")
+    assert output.get("closed/absent.json") is None
+    with pytest.raises(LocationError, match="access denied"):
+        output.get("closed/marker.json")
+    with pytest.raises(LocationError, match="access denied"):
+        S3Location(f"s3://{BUCKET}/{OUTPUT_PREFIX}/closed/marker.json", output.s3).list_objects()
+
+
+def test_the_bulk_plan_role_checks_a_requested_version_in_the_store(
+    role_client: Callable[[str], Any],
+    admin: Any,
+    prefix: str,
+    tiny_artifact_dir: Path,
+    tmp_path: Path,
+) -> None:
+    deployer = ModelStore(BUCKET, prefix, admin)
+    deployer.set_live(deployer.upload(_packed(tiny_artifact_dir, tmp_path, "v1")))
+    role_client("BulkPlanRole")
+    uri = f"s3://{BUCKET}/{prefix}"
+
+    assert pin_version(uri, "v1", ["PER"]) == "v1"
+    with pytest.raises(JobError, match="model version v2 not found"):
+        pin_version(uri, "v2")
+    with pytest.raises(JobError, match="unknown entity types"):
+        pin_version(uri, None, ["FOOD"])

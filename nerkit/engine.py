@@ -167,7 +167,7 @@ class NerEngine:
         self.manifest = manifest
         self._session = session
         self._labels: list[str] = list(manifest["labels"])
-        self._entity_types = _entity_types(self._labels)
+        self._entity_types = entity_types_of(self._labels)
         self._input_types = _check_inputs(session, manifest)
         _check_output(session, len(self._labels))
         self._prior = _transition_prior(manifest)
@@ -620,7 +620,7 @@ def _out_of_memory(exc: Exception) -> bool:
     return "bad_alloc" in message or "Failed to allocate memory" in message
 
 
-def _entity_types(labels: list[str]) -> dict[str, None]:
+def entity_types_of(labels: list[str]) -> dict[str, None]:
     """The entity types of BIO ``labels``, in label order (a dict: ordered, O(1) lookups)."""
     names = dict.fromkeys(entity_group_name(label) for label in labels)
     names.pop(OUTSIDE, None)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nerkit.bulk.plan import JobError
-from nerkit.engine import NerEngine, _entity_types
+from nerkit.engine import NerEngine, entity_types_of
 from nerkit.errors import ArtifactError, ConfigError, ModelNotFound
 from nerkit.store import ModelStore, open_source, parse_model_uri
 from nerkit.store.uri import StorePrefix, check_version
@@ -53,7 +53,7 @@ def pin_version(
             manifest = store.manifest(version)
         except ModelNotFound as exc:
             raise JobError(f"model version {version} not found in {model_uri}") from exc
-        known = list(_entity_types(list(manifest["labels"])))
+        known = list(entity_types_of(list(manifest["labels"])))
         unknown = [label for label in labels or () if label not in known]
         if unknown:
             raise JobError(f"unknown entity types {unknown}; model version {version} has {known}")

@@ -32,7 +32,13 @@ from constructs import Construct
 from infra.http_api import ADMIN_SCOPE
 from infra.log_groups import log_group
 from infra.nag import acknowledge, acknowledge_wildcard
-from infra.serving import Serving, lambda_architecture, serving_image
+from infra.serving import (
+    Serving,
+    acknowledge_tracing,
+    lambda_architecture,
+    lambda_tracing,
+    serving_image,
+)
 from infra.settings import API_GATEWAY_TIMEOUT_SECONDS, Settings
 from infra.storage import Storage
 
@@ -174,16 +180,9 @@ class Admin(Construct):
                 "MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
             },
             log_group=logs,
-            tracing=lambda_.Tracing.ACTIVE if s.tracing else lambda_.Tracing.DISABLED,
+            tracing=lambda_tracing(s),
         )
-        if s.tracing:
-            # On the exact policy that carries the statements CDK adds for X-Ray.
-            acknowledge(
-                self.role.node.find_child("DefaultPolicy"),
-                "AwsSolutions-IAM5[Resource::*]",
-                "X-Ray tracing (tracing=true): xray:PutTraceSegments and "
-                "xray:PutTelemetryRecords have no resource-level permissions.",
-            )
+        acknowledge_tracing(self.role, s)
         return function
 
     def _routes(self, api: apigw.RestApi) -> None:

@@ -40,7 +40,12 @@ from constructs import Construct
 
 from infra.log_groups import log_group
 from infra.nag import acknowledge, acknowledge_wildcard, flatten
-from infra.serving import lambda_architecture, serving_image
+from infra.serving import (
+    acknowledge_tracing,
+    lambda_architecture,
+    lambda_tracing,
+    serving_image,
+)
 from infra.settings import BULK_PREFIX, MB_PER_VCPU, Settings
 from infra.storage import Storage
 from nerkit.api.emf import (
@@ -194,15 +199,9 @@ class BulkExtraction(Construct):
             ephemeral_storage_size=Size.mebibytes(s.lambda_ephemeral_mb),
             environment=environment,
             log_group=logs,
-            tracing=lambda_.Tracing.ACTIVE if s.tracing else lambda_.Tracing.DISABLED,
+            tracing=lambda_tracing(s),
         )
-        if s.tracing:
-            acknowledge(
-                role.node.find_child("DefaultPolicy"),
-                "AwsSolutions-IAM5[Resource::*]",
-                "X-Ray tracing (tracing=true): xray:PutTraceSegments and "
-                "xray:PutTelemetryRecords have no resource-level permissions.",
-            )
+        acknowledge_tracing(role, s)
         return function
 
     def _grant_access(self) -> None:

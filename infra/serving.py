@@ -171,6 +171,22 @@ def lambda_architecture(settings: Settings) -> lambda_.Architecture:
     return _ARCHITECTURES[settings.architecture][0]
 
 
+def lambda_tracing(settings: Settings) -> lambda_.Tracing:
+    return lambda_.Tracing.ACTIVE if settings.tracing else lambda_.Tracing.DISABLED
+
+
+def acknowledge_tracing(role: iam.IRole, settings: Settings) -> None:
+    """With tracing, accept the '*' statements CDK adds for X-Ray, on the exact policy that
+    carries them (call it once the function exists: CDK adds them then)."""
+    if settings.tracing:
+        acknowledge(
+            role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray tracing (tracing=true): xray:PutTraceSegments and "
+            "xray:PutTelemetryRecords have no resource-level permissions.",
+        )
+
+
 def open_method_paths(settings: Settings) -> list[str]:
     """Stage method-settings keys (``/<resource>/<METHOD>``; ``//GET`` is the root) of the
     methods that need no API key: the open routes, the page and the CORS preflights."""
@@ -260,16 +276,9 @@ class Serving(Construct):
             reserved_concurrent_executions=settings.reserved_concurrency,
             environment=environment,
             log_group=self.log_group,
-            tracing=lambda_.Tracing.ACTIVE if settings.tracing else lambda_.Tracing.DISABLED,
+            tracing=lambda_tracing(settings),
         )
-        if settings.tracing:
-            # The statements CDK adds for X-Ray (tests/infra allow-list every "*" action).
-            acknowledge(
-                role.node.find_child("DefaultPolicy"),
-                "AwsSolutions-IAM5[Resource::*]",
-                "X-Ray tracing (tracing=true): xray:PutTraceSegments and "
-                "xray:PutTelemetryRecords have no resource-level permissions.",
-            )
+        acknowledge_tracing(role, settings)
         return function
 
     def _api(self, settings: Settings) -> apigw.RestApi:

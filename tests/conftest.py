@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from helpers import FAKE_AWS_ENV, PAGE_NOT_TESTED, PAGE_NOT_TESTED_BANNER, free_port
+
+from nerkit.api.app import create_app
+from nerkit.api.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -178,3 +182,21 @@ def _wait_until_serving(endpoint: str, server: subprocess.Popen[bytes]) -> None:
         except OSError:  # URLError and connection errors: not listening yet
             time.sleep(0.1)
     raise RuntimeError("moto_server did not start")
+
+
+# The API tests' app (tests/test_api.py, tests/test_hf_compat.py): the tiny model, small limits.
+@pytest.fixture
+def settings(tiny_artifact_dir: Path, tmp_path: Path) -> Settings:
+    return Settings(
+        model_uri=str(tiny_artifact_dir),
+        model_cache_dir=tmp_path / "cache",
+        max_texts=4,
+        max_text_chars=300,
+        max_total_chars=700,
+        max_body_bytes=4096,
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> TestClient:
+    return TestClient(create_app(settings))

@@ -57,23 +57,6 @@ MODEL_PREFIX = f"s3://{BUCKET}/models"
 
 
 @pytest.fixture
-def settings(tiny_artifact_dir: Path, tmp_path: Path) -> Settings:
-    return Settings(
-        model_uri=str(tiny_artifact_dir),
-        model_cache_dir=tmp_path / "cache",
-        max_texts=4,
-        max_text_chars=300,
-        max_total_chars=700,
-        max_body_bytes=4096,
-    )
-
-
-@pytest.fixture
-def client(settings: Settings) -> TestClient:
-    return TestClient(create_app(settings))
-
-
-@pytest.fixture
 def aws_env(moto_s3: Any) -> Any:
     """moto S3 (fake credentials, see conftest) with the models bucket."""
     moto_s3.create_bucket(Bucket=BUCKET)

@@ -46,23 +46,6 @@ OPTIONS: list[dict[str, Any]] = [
 ]
 
 
-@pytest.fixture
-def settings(tiny_artifact_dir: Path, tmp_path: Path) -> Settings:
-    return Settings(
-        model_uri=str(tiny_artifact_dir),
-        model_cache_dir=tmp_path / "cache",
-        max_texts=4,
-        max_text_chars=300,
-        max_total_chars=700,
-        max_body_bytes=4096,
-    )
-
-
-@pytest.fixture
-def client(settings: Settings) -> TestClient:
-    return TestClient(create_app(settings))
-
-
 def hf(client: TestClient, body: Any) -> Any:
     return client.post(PATH, json=body)
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 
@@ -28,11 +28,11 @@ from nerkit.api.headers import SecurityHeadersMiddleware, page_csp
 from nerkit.api.inference import (
     BAD_REQUEST,
     UNAVAILABLE,
-    CurrentSettings,
-    Holder,
+    app_settings,
     infer,
     invalid,
     loaded_model,
+    model_holder,
     validated,
 )
 from nerkit.api.model import LoadedModel, ModelHolder
@@ -55,8 +55,8 @@ PAGE = Path(__file__).with_name("page.html")
 router = APIRouter()
 
 
-async def _loaded_model(request: Request, holder: Holder) -> LoadedModel:
-    model = await run_blocking(request.scope, loaded_model, holder)
+async def _loaded_model(request: Request) -> LoadedModel:
+    model = await run_blocking(request.scope, loaded_model, model_holder(request))
     logs.request_record(request.scope).model_version = model.version
     return model
 
@@ -70,8 +70,8 @@ async def health() -> Health:
 
 
 @router.get("/ready", summary="Readiness: the model is loaded", responses=UNAVAILABLE)
-async def ready(model: Model, holder: Holder) -> Ready:
-    return Ready(model_version=model.version, refresh_error=holder.status().error)
+async def ready(request: Request, model: Model) -> Ready:
+    return Ready(model_version=model.version, refresh_error=model_holder(request).status().error)
 
 
 @router.get("/v1/model", summary="The served model", responses=UNAVAILABLE)
@@ -92,6 +92,7 @@ async def model_info(model: Model) -> ModelInfo:
 @router.post(
     "/v1/entities",
     summary="Find the named entities in one text or a batch",
+    response_model=EntitiesResponse | BatchEntitiesResponse,
     responses={**BAD_REQUEST, **UNAVAILABLE},
     # The body is read by hand (see nerkit.api.body), so it is declared here; its schema
     # carries each app's limits, so create_app puts it in (see _publish_request_schema).
@@ -115,16 +116,14 @@ async def model_info(model: Model) -> ModelInfo:
         }
     },
 )
-async def entities(
-    request: Request, holder: Holder, settings: CurrentSettings
-) -> EntitiesResponse | BatchEntitiesResponse:
+async def entities(request: Request) -> Response:
+    settings = app_settings(request)
     payload = await read_json(request, settings.max_body_bytes)
     body = await validated(request, EntitiesRequest, payload, settings)
     texts = body.inputs
     try:
         inference = await infer(
             request,
-            holder,
             settings,
             texts,
             lambda engine, texts: engine.predict(
@@ -138,23 +137,27 @@ async def entities(
         )
     except UnknownLabelsError as exc:
         raise invalid(_unknown_labels(body.labels or [], exc)) from None
+    answer: EntitiesResponse | BatchEntitiesResponse
     if body.text is not None:
         [(found, truncated)] = inference.results
-        return EntitiesResponse(
+        answer = EntitiesResponse(
             entities=_entities(found),
             truncated=truncated,
             model_version=inference.model_version,
             took_ms=inference.took_ms,
         )
-    return BatchEntitiesResponse(
-        results=[
-            TextEntities(entities=_entities(found), truncated=truncated)
-            for found, truncated in inference.results
-        ],
-        truncated=any(truncated for _, truncated in inference.results),
-        model_version=inference.model_version,
-        took_ms=inference.took_ms,
-    )
+    else:
+        answer = BatchEntitiesResponse(
+            results=[
+                TextEntities(entities=_entities(found), truncated=truncated)
+                for found, truncated in inference.results
+            ],
+            truncated=any(truncated for _, truncated in inference.results),
+            model_version=inference.model_version,
+            took_ms=inference.took_ms,
+        )
+    # Rendered here: FastAPI would validate the model it was just built from all over again.
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 def _unknown_labels(labels: list[str], exc: UnknownLabelsError) -> list[dict[str, Any]]:
@@ -244,6 +247,9 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
         # The app's metrics are its EMF log lines (nerkit.api.logs); FastAPI's OpenTelemetry
         # hooks would only look up global providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+        # The API's own routes come first, as routes rather than an included router: a
+        # request is matched against the routes in order, and every call takes one of these.
+        routes=[*router.routes, *hf.router.routes],
     )
     add_offline_docs(app)
     app.state.settings = settings
@@ -251,8 +257,6 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
     if settings.preload_model and settings.model_uri:
         app.state.model.preload()
     errors.install(app)
-    app.include_router(router)
-    app.include_router(hf.router)
     _publish_request_schema(app, settings)
     if settings.enable_page:
         app.include_router(_page_router(PAGE.read_text(encoding="utf-8"), settings))
@@ -277,7 +281,9 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
             max_age=600,
         )
     app.add_middleware(ApiGatewayPrefixMiddleware, base_path=settings.api_base_path)
-    app.add_middleware(logs.RequestLogMiddleware, log_text=settings.log_text)
+    app.add_middleware(
+        logs.RequestLogMiddleware, log_text=settings.log_text, log_format=settings.log_format
+    )
     return app
 
 

@@ -40,7 +40,7 @@ from pydantic import (
 
 from nerkit.api.body import read_json
 from nerkit.api.errors import ApiError
-from nerkit.api.inference import BAD_REQUEST, UNAVAILABLE, CurrentSettings, Holder, infer, validated
+from nerkit.api.inference import BAD_REQUEST, UNAVAILABLE, app_settings, infer, validated
 from nerkit.api.schemas import SCORE_DECIMALS, EntityOut, Text, check_batch
 from nerkit.decoding import OUTSIDE, Entity, Token
 from nerkit.engine import NerEngine
@@ -251,9 +251,8 @@ router = APIRouter()
         }
     },
 )
-async def token_classification(
-    request: Request, holder: Holder, settings: CurrentSettings
-) -> JSONResponse:
+async def token_classification(request: Request) -> JSONResponse:
+    settings = app_settings(request)
     payload = await read_json(request, settings.max_body_bytes)
     try:
         body = await validated(request, HfRequest, payload, settings)
@@ -262,7 +261,6 @@ async def token_classification(
     single = isinstance(body.inputs, str)
     inference = await infer(
         request,
-        holder,
         settings,
         body.texts,
         _predict(body),

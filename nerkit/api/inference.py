@@ -7,9 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from fastapi import Depends
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
@@ -54,18 +53,16 @@ def invalid(details: list[dict[str, Any]]) -> ApiError:
     return ApiError(422, "validation_error", "the request is not valid", details)
 
 
-async def _holder(request: Request) -> ModelHolder:
+# Plain functions, not FastAPI dependencies: solving a dependency costs more per request than
+# the lookup it stands for, and these routes are the ones every call takes.
+def model_holder(request: Request) -> ModelHolder:
     holder: ModelHolder = request.app.state.model
     return holder
 
 
-async def _settings(request: Request) -> Settings:
+def app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
-
-
-Holder = Annotated[ModelHolder, Depends(_holder)]
-CurrentSettings = Annotated[Settings, Depends(_settings)]
 
 
 async def validated(request: Request, schema: type[Body], payload: Any, settings: Settings) -> Body:
@@ -103,7 +100,6 @@ def loaded_model(holder: ModelHolder) -> LoadedModel:
 
 async def infer(
     request: Request,
-    holder: ModelHolder,
     settings: Settings,
     texts: list[str],
     predict: Callable[[NerEngine, list[str]], Sequence[Sequence[Item]]],
@@ -115,7 +111,7 @@ async def infer(
     while no model loads. A text that is not valid Unicode is a 422 at ``text_loc(index)``;
     the engine's other ``ValueError``s are the caller's to translate.
     """
-    model = await run_blocking(request.scope, loaded_model, holder)
+    model = await run_blocking(request.scope, loaded_model, model_holder(request))
     record = logs.request_record(request.scope)
     record.model_version = model.version
     record.n_texts, record.n_chars = len(texts), sum(map(len, texts))

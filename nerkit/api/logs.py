@@ -1,6 +1,8 @@
 """Structured JSON logs, one line per request, that double as CloudWatch metrics.
 
-Every request produces exactly one JSON line on stdout (logger ``nerkit.api.request``)::
+Every request produces exactly one JSON line on stdout (``"logger": "nerkit.api.request"``;
+the middleware writes it directly, as logging's record machinery would cost more than the
+line)::
 
     {"level": "INFO", "message": "request", "request_id": "...", "method": "POST",
      "route": "/v1/entities", "status": 200, "latency_ms": 12.5, "model_version": "...",
@@ -50,7 +52,7 @@ from nerkit.api.emf import ENTITIES, ERRORS, LATENCY, NAMESPACE, ROUTE, SERVICE,
 
 SCOPE_KEY = "nerkit.request"
 LOGGER = "nerkit.api"
-_request_log = logging.getLogger(f"{LOGGER}.request")
+REQUEST_LOGGER = f"{LOGGER}.request"
 
 
 @dataclass
@@ -76,9 +78,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "timestamp": _timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -101,32 +101,51 @@ class _StdoutHandler(logging.Handler):
 
 
 class TextFormatter(logging.Formatter):
-    """A record as one short line for a terminal: requests as method, route, status and
-    latency with the model and counts; other records as time, level, logger and message."""
+    """A record as one short line for a terminal: time, level, logger and message."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = getattr(record, "fields", {})
         clock = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        if "route" not in fields:
-            line = f"{clock} {record.levelname} {record.name}: {record.getMessage()}"
-        else:
-            parts = [
-                f"{clock} {fields['method']} {fields['route']} {fields['status']} "
-                f"{fields['latency_ms']} ms"
-            ]
-            if fields.get("model_version"):
-                parts.append(f"model {fields['model_version']}")
-            if fields.get("n_texts") is not None:
-                texts = fields["n_texts"]
-                parts.append(
-                    f"{texts} text{'' if texts == 1 else 's'}, {fields['n_chars']} chars, "
-                    f"{fields['n_entities']} entities"
-                )
-            parts.append(f"id {fields['request_id']}")
-            line = "  ".join(parts)
+        line = f"{clock} {record.levelname} {record.name}: {record.getMessage()}"
         if record.exc_info:
             line += "\n" + "".join(traceback.format_exception(*record.exc_info))
         return line
+
+
+def _text_request_line(created: float, fields: dict[str, Any]) -> str:
+    """A request as method, route, status and latency with the model and counts."""
+    parts = [
+        f"{datetime.fromtimestamp(created).strftime('%H:%M:%S')} {fields['method']} "
+        f"{fields['route']} {fields['status']} {fields['latency_ms']} ms"
+    ]
+    if fields.get("model_version"):
+        parts.append(f"model {fields['model_version']}")
+    if fields.get("n_texts") is not None:
+        texts = fields["n_texts"]
+        parts.append(
+            f"{texts} text{'' if texts == 1 else 's'}, {fields['n_chars']} chars, "
+            f"{fields['n_entities']} entities"
+        )
+    parts.append(f"id {fields['request_id']}")
+    return "  ".join(parts)
+
+
+def _json_request_line(created: float, fields: dict[str, Any]) -> str:
+    """A request as ``JsonFormatter`` writes a record, with the metrics block."""
+    return json.dumps(
+        {
+            "timestamp": _timestamp(created),
+            "level": "INFO",
+            "logger": REQUEST_LOGGER,
+            "message": "request",
+            **fields,
+        },
+        ensure_ascii=False,
+        default=str,
+    )
+
+
+def _timestamp(created: float) -> str:
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
 
 
 def configure(log_format: str = "json") -> None:
@@ -159,14 +178,16 @@ def _route(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
-def _emf(route: str, status: int, latency_ms: float, record: RequestRecord) -> dict[str, Any]:
+def _emf(
+    route: str, status: int, latency_ms: float, record: RequestRecord, created: float
+) -> dict[str, Any]:
     metrics = {LATENCY: (latency_ms, "Milliseconds"), ERRORS: (int(status >= 500), "Count")}
     if record.n_texts is not None and record.n_entities is not None:
         metrics[TEXTS] = (record.n_texts, "Count")
         metrics[ENTITIES] = (record.n_entities, "Count")
     return {
         "_aws": {
-            "Timestamp": int(time.time() * 1000),
+            "Timestamp": int(created * 1000),
             "CloudWatchMetrics": [
                 {
                     "Namespace": NAMESPACE,
@@ -186,9 +207,10 @@ def _emf(route: str, status: int, latency_ms: float, record: RequestRecord) -> d
 class RequestLogMiddleware:
     """Time each HTTP request, tag it with a request id and write its log/metrics line."""
 
-    def __init__(self, app: ASGIApp, *, log_text: bool) -> None:
+    def __init__(self, app: ASGIApp, *, log_text: bool, log_format: str) -> None:
         self.app = app
         self.log_text = log_text
+        self.log_format = log_format
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -232,5 +254,13 @@ class RequestLogMiddleware:
         }
         if self.log_text and record.texts:
             fields["texts"] = record.texts
-        fields.update(_emf(f"{method} {route}", status, latency_ms, record))
-        _request_log.info("request", extra={"fields": fields})
+        created = time.time()
+        if self.log_format == "text":
+            line = _text_request_line(created, fields)
+        else:
+            fields.update(_emf(f"{method} {route}", status, latency_ms, record, created))
+            line = _json_request_line(created, fields)
+        # Straight to stdout, not through logging: this line is on every request's path, and
+        # a log record's machinery costs more than the line itself.
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()

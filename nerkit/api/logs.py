@@ -53,6 +53,8 @@ from nerkit.api.emf import ENTITIES, ERRORS, LATENCY, NAMESPACE, ROUTE, SERVICE,
 SCOPE_KEY = "nerkit.request"
 LOGGER = "nerkit.api"
 REQUEST_LOGGER = f"{LOGGER}.request"
+# One encoder for every line: json.dumps with options builds a new one per call.
+_JSON = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
 @dataclass
@@ -86,7 +88,7 @@ class JsonFormatter(logging.Formatter):
         line.update(getattr(record, "fields", {}))
         if record.exc_info:
             line["exception"] = "".join(traceback.format_exception(*record.exc_info))
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return _JSON.encode(line)
 
 
 class _StdoutHandler(logging.Handler):
@@ -131,16 +133,14 @@ def _text_request_line(created: float, fields: dict[str, Any]) -> str:
 
 def _json_request_line(created: float, fields: dict[str, Any]) -> str:
     """A request as ``JsonFormatter`` writes a record, with the metrics block."""
-    return json.dumps(
+    return _JSON.encode(
         {
             "timestamp": _timestamp(created),
             "level": "INFO",
             "logger": REQUEST_LOGGER,
             "message": "request",
             **fields,
-        },
-        ensure_ascii=False,
-        default=str,
+        }
     )
 
 

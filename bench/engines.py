@@ -106,6 +106,22 @@ def handler_engine(module: ModuleType) -> Runner:
     return Runner(one=lambda text: engine.predict([text]), many=engine.predict)
 
 
+def framework_floor(engine: Runner) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The least a FastAPI app behind Mangum does with the same engine (``floor_app``); an
+    answer other than 200 raises."""
+    from floor_app import floor_handler
+
+    handler = floor_handler(engine.one)
+
+    def call(event: dict[str, Any]) -> dict[str, Any]:
+        response: dict[str, Any] = handler(event, LambdaContext())
+        if response["statusCode"] != 200:
+            raise RuntimeError(f"floor answered {response['statusCode']}: {response['body']}")
+        return response
+
+    return call
+
+
 def invoke(module: ModuleType, event: dict[str, Any]) -> dict[str, Any]:
     """One Lambda invocation of the imported handler; an answer other than 200 raises."""
     response: dict[str, Any] = module.handler(event, LambdaContext())

@@ -223,7 +223,13 @@ def handler_lines(handler: dict[str, Any]) -> list[str]:
             f"in one process: handler p50 {result['handler_p50_ms']:.2f} ms, engine p50 "
             f"{result['engine_p50_ms']:.2f} ms: **{result['ratio_p50']:.2f}x** "
             f"(+{result['overhead_p50_ms']:.2f} ms per request; means "
-            f"{result['handler_mean_ms']:.2f} vs {result['engine_mean_ms']:.2f} ms)."
+            f"{result['handler_mean_ms']:.2f} vs {result['engine_mean_ms']:.2f} ms)"
+            + (
+                f"; a bare FastAPI route behind Mangum on the same engine, p50 "
+                f"{result['floor_p50_ms']:.2f} ms: {result['floor_ratio_p50']:.2f}x."
+                if "floor_p50_ms" in result
+                else "."
+            )
             for name, result in overhead.items()
         ),
         "",

@@ -20,6 +20,7 @@ from engines import (
     IMPORTERS,
     LOADERS,
     Runner,
+    framework_floor,
     handler_engine,
     import_handler,
     import_handler_module,
@@ -122,27 +123,34 @@ def measure_latency(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
 
 
 def measure_overhead(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
-    """The handler's cost over the engine's: each sentence once through the engine and once
-    through the handler (a prebuilt REST event; the same engine and session), interleaved and
-    alternating which goes first, so both see the same load, caches and sentences."""
+    """The handler's cost over the engine's: each sentence once through the engine, once
+    through the handler (a prebuilt REST event; the same engine and session) and once through
+    the framework floor (``engines.framework_floor``), interleaved and rotating which goes
+    first, so all three see the same load, caches and sentences."""
     import_handler()
     module = import_handler_module(spec, scratch)
     engine = handler_engine(module)
+    floor = framework_floor(engine)
     texts: list[str] = spec["texts"] * spec["passes"]
     events = [rest_event({"text": text}) for text in texts]
     for text, event in zip(texts[:WARMUP_CALLS], events, strict=False):
         engine.one(text)
         invoke(module, event)
+        floor(event)
     engine_times: list[float] = []
     handler_times: list[float] = []
+    floor_times: list[float] = []
     for index, (text, event) in enumerate(zip(texts, events, strict=True)):
         calls = [
             (engine_times, lambda text=text: engine.one(text)),
             (handler_times, lambda event=event: invoke(module, event)),
+            (floor_times, lambda event=event: floor(event)),
         ]
-        for times, call in calls if index % 2 else reversed(calls):
+        first = index % len(calls)
+        for times, call in calls[first:] + calls[:first]:
             times.append(timed(call))
     engine_p50, handler_p50 = percentile(engine_times, 50), percentile(handler_times, 50)
+    floor_p50 = percentile(floor_times, 50)
     return {
         "calls": len(texts),
         "engine_p50_ms": engine_p50 * 1e3,
@@ -152,6 +160,8 @@ def measure_overhead(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
         "handler_p95_ms": percentile(handler_times, 95) * 1e3,
         "ratio_p50": handler_p50 / engine_p50,
         "overhead_p50_ms": (handler_p50 - engine_p50) * 1e3,
+        "floor_p50_ms": floor_p50 * 1e3,
+        "floor_ratio_p50": floor_p50 / engine_p50,
     }
 
 

@@ -39,7 +39,7 @@ from nerkit.errors import (
     StoreUnavailable,
     TrialRunFailed,
 )
-from nerkit.store import ModelSource, Pointer, open_source
+from nerkit.store import ModelSource, Pointer, open_source, read_client
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,10 @@ class ModelHolder:
                 settings = self._settings
                 if not settings.model_uri:
                     raise ConfigError("MODEL_URI is not set")
-                self._source = open_source(settings.model_uri, settings.model_cache_dir)
+                # Serving only reads: inside Lambda without botocore (nerkit.store.s3_reader).
+                self._source = open_source(
+                    settings.model_uri, settings.model_cache_dir, s3=read_client()
+                )
             return self._source
 
     def _load(self, *, keep: Collection[Path], pointer: Pointer | None) -> LoadedModel:

@@ -1,23 +1,28 @@
-"""The boto boundary: the one S3 client configuration, and botocore failures as ``nerkit.errors``.
+"""The S3 boundary: the one S3 client configuration, and S3 failures as ``nerkit.errors``.
 
-Every S3 call of the store runs inside ``s3_errors``, so no botocore exception leaves the
-package. Besides the public errors, three kinds tell the registry what happened: an absent key
-(``ObjectMissing``), a lost conditional write (``ConditionFailed``) and a denied request
-(``AccessDenied``, which may also mean "absent": see ``read_object``).
+Every S3 call of the store runs inside ``s3_errors``, so no botocore (or
+``nerkit.store.s3_reader``) exception leaves the package. Besides the public errors, three
+kinds tell the registry what happened: an absent key (``ObjectMissing``), a lost conditional
+write (``ConditionFailed``) and a denied request (``AccessDenied``, which may also mean
+"absent": see ``read_object``).
 
 botocore is imported on first use, not with this module: serving imports the store whatever
 the model URI, and a model from a local file must not pay for botocore at cold start. The
 client comes from botocore itself (boto3's resources and transfer manager are not used), which
-reads the same environment and configuration files as boto3 does.
+reads the same environment and configuration files as boto3 does. Serving inside Lambda reads
+with ``nerkit.store.s3_reader`` instead (``read_client``), and never imports botocore.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from nerkit.errors import ModelNotFound, StoreConflict, StoreUnavailable
+from nerkit.store import s3_reader
+from nerkit.store.s3_reader import S3ResponseError, S3TransportError
 
 # botocore generates its clients at runtime and ships no type stubs; the alias documents intent.
 S3Client = Any
@@ -93,29 +98,49 @@ def new_s3_client() -> S3Client:
     return session.create_client("s3", config=Config(**CLIENT_OPTIONS))
 
 
+def read_client() -> S3Client | None:
+    """For a caller that only reads (serving): the standard-library reader where it applies
+    (inside Lambda, credentials in the environment), else ``None``: a store then makes the
+    botocore client on first use."""
+    return s3_reader.from_environment()
+
+
 @contextmanager
 def s3_errors(bucket: str, key: str) -> Iterator[None]:
-    """Translate botocore failures on ``s3://bucket/key``: a missing bucket or key is
-    ``ModelNotFound``, a lost condition ``ConditionFailed``, anything else of access or
-    transport ``StoreUnavailable``."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
+    """Translate S3 failures on ``s3://bucket/key``, botocore's or ``nerkit.store.s3_reader``'s:
+    a missing bucket or key is ``ModelNotFound``, a lost condition ``ConditionFailed``,
+    anything else of access or transport ``StoreUnavailable``."""
     uri = f"s3://{bucket}/{key}"
     try:
         yield
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code == "NoSuchBucket":
-            raise ModelNotFound(f"bucket {bucket} does not exist") from exc
-        if code in _MISSING_OBJECT:
-            raise ObjectMissing(f"not found: {uri}") from exc
-        if code in _CONDITION_FAILED:
-            raise ConditionFailed(f"conditional write to {uri} failed") from exc
-        if code in _DENIED:
-            raise AccessDenied(f"access denied to {uri}") from exc
-        raise StoreUnavailable(f"S3 error {code or 'unknown'} on {uri}") from exc
-    except BotoCoreError as exc:
-        raise StoreUnavailable(f"cannot reach S3 for {uri}: {type(exc).__name__}") from exc
+    except S3ResponseError as exc:
+        raise _translated(exc.code, bucket, uri) from exc
+    except S3TransportError as exc:
+        raise StoreUnavailable(f"cannot reach S3 for {uri}: {exc}") from exc
+    except Exception as exc:
+        # A botocore exception exists only where botocore is imported already; the reader's
+        # callers (serving in Lambda) must not import it for the check.
+        botocore_errors = sys.modules.get("botocore.exceptions")
+        if botocore_errors is None:
+            raise
+        if isinstance(exc, botocore_errors.ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            raise _translated(code, bucket, uri) from exc
+        if isinstance(exc, botocore_errors.BotoCoreError):
+            raise StoreUnavailable(f"cannot reach S3 for {uri}: {type(exc).__name__}") from exc
+        raise
+
+
+def _translated(code: str, bucket: str, uri: str) -> Exception:
+    if code == "NoSuchBucket":
+        return ModelNotFound(f"bucket {bucket} does not exist")
+    if code in _MISSING_OBJECT:
+        return ObjectMissing(f"not found: {uri}")
+    if code in _CONDITION_FAILED:
+        return ConditionFailed(f"conditional write to {uri} failed")
+    if code in _DENIED:
+        return AccessDenied(f"access denied to {uri}")
+    return StoreUnavailable(f"S3 error {code or 'unknown'} on {uri}")
 
 
 def read_object(s3: S3Client, operation: str, bucket: str, key: str) -> dict[str, Any]:

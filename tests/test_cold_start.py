@@ -27,11 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 AWS_MODULES = ("boto3", "botocore", "s3transfer")
 
 
-def test_a_local_model_is_served_without_importing_boto(
-    tiny_artifact_tar: Path, tmp_path: Path
-) -> None:
-    """A fresh process (as Lambda starts one) imports lambda/handler.py, preloads a model from
-    a local tarball and answers a request: no AWS SDK module is imported on the way."""
+def serve_in_a_fresh_process(env: dict[str, str]) -> dict[str, Any]:
+    """A fresh process (as Lambda starts one) imports lambda/handler.py, which preloads the
+    model, and answers a request: its status, the loads and the AWS SDK modules imported."""
     script = f"""
 import json, sys
 sys.path.insert(0, {str(REPO / "lambda")!r})
@@ -41,18 +39,42 @@ status = TestClient(handler.app).post("/v1/entities", json={{"text": "Paris"}}).
 print(json.dumps({{"status": status, "loads": handler.app.state.model.status().loads,
     "modules": [name for name in {AWS_MODULES!r} if name in sys.modules]}}))
 """
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "MODEL_URI": str(tiny_artifact_tar),
-        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "PRELOAD_MODEL": "true",
-    }
     result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(REPO), "PRELOAD_MODEL": "true", **env},
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report == {"status": 200, "loads": 1, "modules": []}
+    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_a_local_model_is_served_without_importing_boto(
+    tiny_artifact_tar: Path, tmp_path: Path
+) -> None:
+    env = {"MODEL_URI": str(tiny_artifact_tar), "MODEL_CACHE_DIR": str(tmp_path / "cache")}
+    assert serve_in_a_fresh_process(env) == {"status": 200, "loads": 1, "modules": []}
+
+
+def test_an_s3_model_is_served_inside_lambda_without_importing_boto(
+    tiny_artifact_tar: Path, tmp_path: Path, moto_server: str, aws_credentials: None
+) -> None:
+    """Inside Lambda the model comes from S3 through nerkit.store.s3_reader: LIVE read, the
+    tarball downloaded and verified, and botocore never imported."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_server)
+    s3.create_bucket(Bucket="nerkit-models")
+    store = ModelStore("nerkit-models", "models", s3)
+    store.set_live(store.upload(tiny_artifact_tar))
+    env = {
+        "MODEL_URI": "s3://nerkit-models/models",
+        "MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "AWS_LAMBDA_FUNCTION_NAME": "nerkit-serving",
+        "AWS_ENDPOINT_URL_S3": moto_server,
+    }
+    assert serve_in_a_fresh_process(env) == {"status": 200, "loads": 1, "modules": []}
 
 
 @pytest.fixture

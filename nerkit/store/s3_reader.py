@@ -127,12 +127,15 @@ class Body:
             raise S3TransportError(f"reading the body failed: {type(exc).__name__}") from exc
         if amount is None or not data:
             self.close()
+            # http.client's read(n) answers b"" when the connection closes early; the bytes
+            # still owed say whether the body is whole.
+            if self._response.length:
+                raise S3TransportError(f"the body ended {self._response.length} bytes short")
         return data
 
     def iter_chunks(self, chunk_size: int) -> Iterator[bytes]:
         while chunk := self.read(chunk_size):
             yield chunk
-        # http.client stops at Content-Length; a short body is an IncompleteRead, raised above.
 
     def close(self) -> None:
         self._connection.close()

@@ -12,6 +12,7 @@ import http.server
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -209,16 +210,25 @@ def test_the_store_serves_from_moto_through_the_reader(
 Reply = Callable[[http.server.BaseHTTPRequestHandler], None]
 
 
+@dataclass
+class Traffic:
+    """What the local server received: each request's path and Authorization header."""
+
+    paths: list[str] = field(default_factory=list)
+    authorizations: list[str] = field(default_factory=list)
+
+
 @contextlib.contextmanager
-def fake_s3(replies: list[Reply]) -> Iterator[tuple[S3Reader, list[str]]]:
+def fake_s3(replies: list[Reply]) -> Iterator[tuple[S3Reader, Traffic]]:
     """A reader on a local server that answers the n-th request with ``replies[n]``; yields
-    the reader and the paths requested."""
-    requested: list[str] = []
+    the reader and what the server received."""
+    traffic = Traffic()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            requested.append(self.path)
-            replies[len(requested) - 1](self)
+            traffic.paths.append(self.path)
+            traffic.authorizations.append(self.headers.get("Authorization", ""))
+            replies[len(traffic.paths) - 1](self)
 
         do_HEAD = do_GET
 
@@ -233,16 +243,18 @@ def fake_s3(replies: list[Reply]) -> Iterator[tuple[S3Reader, list[str]]]:
         "us-east-1", Credentials("a", "b"), endpoint, read_timeout=0.5, connect_timeout=0.5
     )
     try:
-        yield reader, requested
+        yield reader, traffic
     finally:
         server.shutdown()
         server.server_close()
 
 
-def error(status: int, code: str) -> Reply:
+def error(status: int, code: str, region: str | None = None) -> Reply:
     def reply(handler: http.server.BaseHTTPRequestHandler) -> None:
         body = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>m</Message></Error>"
         handler.send_response(status)
+        if region:
+            handler.send_header("x-amz-bucket-region", region)
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         if handler.command != "HEAD":
@@ -273,29 +285,46 @@ def stall(handler: http.server.BaseHTTPRequestHandler) -> None:
 
 
 def test_a_throttled_or_failed_request_is_tried_once_more() -> None:
-    with fake_s3([error(503, "SlowDown"), ok(b"LIVE")]) as (reader, requested):
+    with fake_s3([error(503, "SlowDown"), ok(b"LIVE")]) as (reader, traffic):
         assert reader.get_object(Bucket="b-1", Key="k")["Body"].read() == b"LIVE"
-    assert requested == ["/b-1/k", "/b-1/k"]
+    assert traffic.paths == ["/b-1/k", "/b-1/k"]
     failures = [error(500, "InternalError"), error(500, "InternalError")]
     with fake_s3(failures) as (reader, _), pytest.raises(S3ResponseError) as raised:
         reader.get_object(Bucket="b-1", Key="k")
     assert raised.value.code == "InternalError"
 
 
+def test_a_bucket_in_another_region_is_followed_there() -> None:
+    """S3 names the bucket's region on a 301 (or a 400 for a wrongly scoped signature); the
+    request is signed for that region at once, and so is every later one for the bucket."""
+    replies = [error(301, "PermanentRedirect", "eu-central-1"), ok(b"LIVE"), ok(b"again")]
+    with fake_s3(replies) as (reader, traffic):
+        assert reader.get_object(Bucket="b-1", Key="k")["Body"].read() == b"LIVE"
+        assert reader.get_object(Bucket="b-1", Key="k")["Body"].read() == b"again"
+    scopes = [auth.split("Credential=")[1].split(",")[0] for auth in traffic.authorizations]
+    assert [scope.split("/")[2] for scope in scopes] == ["us-east-1", *["eu-central-1"] * 2]
+    assert reader.region_of("b-1") == "eu-central-1"
+    assert reader.region_of("other") == "us-east-1"
+    # Without the endpoint configured, the bucket's region names the host too.
+    plain = S3Reader("us-east-1", Credentials("a", "b"))
+    plain._bucket_regions["b-1"] = "eu-central-1"
+    assert plain.address("b-1", "k")[0] == "b-1.s3.eu-central-1.amazonaws.com"
+
+
 def test_a_client_error_is_not_retried() -> None:
     denied = fake_s3([error(403, "AccessDenied")])
-    with denied as (reader, requested), pytest.raises(AccessDenied), s3_errors("b-1", "k"):
+    with denied as (reader, traffic), pytest.raises(AccessDenied), s3_errors("b-1", "k"):
         reader.get_object(Bucket="b-1", Key="k")
-    assert requested == ["/b-1/k"]
+    assert traffic.paths == ["/b-1/k"]
 
 
 def test_a_denied_get_of_an_absent_key_reads_as_absent() -> None:
     """The roles may list only under a prefix condition, so S3 answers a GET of a missing key
     403; the list of exactly that key tells absence from a real denial."""
     replies = [error(403, "AccessDenied"), listing("k.other")]
-    with fake_s3(replies) as (reader, requested), pytest.raises(ObjectMissing):
+    with fake_s3(replies) as (reader, traffic), pytest.raises(ObjectMissing):
         read_object(reader, "get_object", "b-1", "k")
-    assert requested[1] == "/b-1/?list-type=2&max-keys=1&prefix=k"
+    assert traffic.paths[1] == "/b-1/?list-type=2&max-keys=1&prefix=k"
     denied = fake_s3([error(403, "AccessDenied"), listing("k")])
     with denied as (reader, _), pytest.raises(AccessDenied):
         read_object(reader, "get_object", "b-1", "k")
@@ -303,9 +332,9 @@ def test_a_denied_get_of_an_absent_key_reads_as_absent() -> None:
 
 def test_a_stalled_s3_fails_within_the_timeouts() -> None:
     unavailable = pytest.raises(StoreUnavailable, match="cannot reach S3")
-    with fake_s3([stall, stall]) as (reader, requested), unavailable, s3_errors("b-1", "k"):
+    with fake_s3([stall, stall]) as (reader, traffic), unavailable, s3_errors("b-1", "k"):
         reader.get_object(Bucket="b-1", Key="k")
-    assert len(requested) == 2  # each attempt waited one read timeout, then gave up
+    assert len(traffic.paths) == 2  # each attempt waited one read timeout, then gave up
 
 
 def test_a_body_cut_short_is_a_transport_error() -> None:

@@ -158,7 +158,10 @@ class S3Reader:
 
         self.region = region
         self.credentials = credentials
+        self.endpoint_url = endpoint_url
         self.endpoint = _endpoint(region, endpoint_url)
+        # Buckets S3 said live in another region (x-amz-bucket-region), as botocore follows.
+        self._bucket_regions: dict[str, str] = {}
         self.connect_timeout = connect_timeout or CONNECT_TIMEOUT_SECONDS
         self.read_timeout = read_timeout or READ_TIMEOUT_SECONDS
         self.attempts = attempts or TOTAL_ATTEMPTS
@@ -198,32 +201,53 @@ class S3Reader:
         self, method: str, bucket: str, key: str, query: Mapping[str, str] | None = None
     ) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
         """The response to a signed request whose status is 2xx (its connection open), after
-        at most ``attempts`` tries; ``S3ResponseError`` or ``S3TransportError`` otherwise."""
-        for attempt in range(1, self.attempts + 1):
+        at most ``attempts`` tries; ``S3ResponseError`` or ``S3TransportError`` otherwise.
+
+        A bucket of another region is answered once with its region; the request is then
+        sent there at once, one try more than ``attempts`` for that bucket's first call."""
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 response, connection = self._attempt(method, bucket, key, query or {})
             except S3TransportError:
-                if attempt == self.attempts:
+                if attempt >= self.attempts:
                     raise
             else:
                 if response.status < 300:
                     return response, connection
                 error = _error(response, method)
                 connection.close()
+                if self._follow_region(bucket, response):
+                    attempt -= 1
+                    continue
                 retry = response.status in _RETRY_STATUS or error.code in _RETRY_CODES
-                if not retry or attempt == self.attempts:
+                if not retry or attempt >= self.attempts:
                     raise error
             # botocore's standard mode: a random pause up to 2 ** (retry - 1) s, at most 20 s
             # (within nerkit.store.s3.retry_pause_limit, which the request budget counts).
             time.sleep(random.random() * min(2.0 ** (attempt - 1), 20.0))
-        raise AssertionError("unreachable")
+
+    def _follow_region(self, bucket: str, response: http.client.HTTPResponse) -> bool:
+        """Whether S3 named another region for ``bucket`` (a 301 PermanentRedirect, or a 400
+        whose signature named the wrong region), which is now used for it: its endpoint and
+        signing region, or only the signing region behind a configured endpoint."""
+        region = response.getheader("x-amz-bucket-region")
+        if not region or region == self.region_of(bucket):
+            return False
+        self._bucket_regions[bucket] = region
+        return True
+
+    def region_of(self, bucket: str) -> str:
+        return self._bucket_regions.get(bucket, self.region)
 
     def _attempt(
         self, method: str, bucket: str, key: str, query: Mapping[str, str]
     ) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
         host, path = self.address(bucket, key)
         query_string = canonical_query(query)
-        headers = self.signed_headers(method, host, path, query_string, datetime.now(UTC))
+        now = datetime.now(UTC)
+        headers = self.signed_headers(method, host, path, query_string, now, self.region_of(bucket))
         connection = self._connection(host)
         try:
             connection.connect()
@@ -249,15 +273,26 @@ class S3Reader:
     def address(self, bucket: str, key: str) -> tuple[str, str]:
         """The host and the encoded path of ``key`` in ``bucket``."""
         encoded_key = urllib.parse.quote(key, safe="/~")
+        region = self.region_of(bucket)
         endpoint = self.endpoint
+        if region != self.region and self.endpoint_url is None:
+            endpoint = _endpoint(region, None)
         if endpoint.virtual_hosted and _VIRTUAL_HOST_BUCKET.match(bucket):
             return f"{bucket}.{endpoint.host}", f"/{encoded_key}"
         return endpoint.host, f"{endpoint.base_path}/{bucket}/{encoded_key}"
 
     def signed_headers(
-        self, method: str, host: str, path: str, query_string: str, now: datetime
+        self,
+        method: str,
+        host: str,
+        path: str,
+        query_string: str,
+        now: datetime,
+        region: str | None = None,
     ) -> dict[str, str]:
-        """The request's headers, Authorization included (SigV4, service ``s3``)."""
+        """The request's headers, Authorization included (SigV4, service ``s3``, ``region``:
+        default the reader's)."""
+        region = region or self.region
         port = self.endpoint.port
         default = 443 if self.endpoint.scheme == "https" else 80
         host_header = host if port in (None, default) else f"{host}:{port}"
@@ -281,7 +316,7 @@ class S3Reader:
                 EMPTY_SHA256,
             ]
         )
-        scope = f"{timestamp[:8]}/{self.region}/s3/aws4_request"
+        scope = f"{timestamp[:8]}/{region}/s3/aws4_request"
         string_to_sign = "\n".join(
             [
                 "AWS4-HMAC-SHA256",
@@ -291,7 +326,7 @@ class S3Reader:
             ]
         )
         key = f"AWS4{self.credentials.secret_key}".encode()
-        for part in (timestamp[:8], self.region, "s3", "aws4_request"):
+        for part in (timestamp[:8], region, "s3", "aws4_request"):
             key = hmac.new(key, part.encode(), hashlib.sha256).digest()
         signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
         headers["authorization"] = (

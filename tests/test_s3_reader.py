@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import ssl
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -118,33 +118,58 @@ def test_the_region_names_the_endpoint() -> None:
 # -- when serving uses it ----------------------------------------------------------------
 
 
+def reader_for(env: dict[str, str], bucket: str = "nerkit-models") -> S3Reader | None:
+    return from_environment(bucket, env)
+
+
 def test_only_inside_lambda_with_credentials_in_the_environment() -> None:
-    reader = from_environment(LAMBDA_ENV)
+    reader = reader_for(LAMBDA_ENV)
     assert reader is not None
     assert reader.region == "eu-west-1"
     assert reader.endpoint.host == "s3.eu-west-1.amazonaws.com"
     assert reader.credentials.token is None
-    with_token = from_environment({**LAMBDA_ENV, "AWS_SESSION_TOKEN": "t"})
+    with_token = reader_for({**LAMBDA_ENV, "AWS_SESSION_TOKEN": "t"})
     assert with_token is not None and with_token.credentials.token == "t"
     # Outside Lambda, or without credentials or region in the environment: botocore.
     for missing in ("AWS_LAMBDA_FUNCTION_NAME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        assert from_environment({k: v for k, v in LAMBDA_ENV.items() if k != missing}) is None
+        assert reader_for({k: v for k, v in LAMBDA_ENV.items() if k != missing}) is None
     no_region = {k: v for k, v in LAMBDA_ENV.items() if k != "AWS_REGION"}
-    assert from_environment(no_region) is None
-    assert from_environment({**no_region, "AWS_DEFAULT_REGION": "us-east-2"}) is not None
+    assert reader_for(no_region) is None
+    assert reader_for({**no_region, "AWS_DEFAULT_REGION": "us-east-2"}) is not None
     # Endpoint variants the reader does not name: botocore.
     for name in ("AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT"):
-        assert from_environment({**LAMBDA_ENV, name: "true"}) is None
+        assert reader_for({**LAMBDA_ENV, name: "true"}) is None
+    # Proxies, which botocore honours: botocore. A CA bundle is the reader's too.
+    for name in ("HTTPS_PROXY", "http_proxy"):
+        assert reader_for({**LAMBDA_ENV, name: "x"}) is None
+    bundled = reader_for({**LAMBDA_ENV, "AWS_CA_BUNDLE": "/etc/ca.pem"})
+    assert bundled is not None and bundled.ca_bundle == "/etc/ca.pem"
+    # Partitions whose endpoints the reader does not name, and directory buckets: botocore.
+    for region in ("us-iso-east-1", "us-isob-east-1", "eusc-de-east-1", "mars-1"):
+        assert reader_for({**LAMBDA_ENV, "AWS_REGION": region}) is None
+    for region in ("us-gov-west-1", "cn-northwest-1", "ap-southeast-5", "il-central-1"):
+        assert reader_for({**LAMBDA_ENV, "AWS_REGION": region})
+    for bucket in ("models--use1-az4--x-s3", "models--op-s3"):
+        assert reader_for(LAMBDA_ENV, bucket) is None
 
 
 def test_a_configured_endpoint_is_used_unless_ignored() -> None:
     configured = {**LAMBDA_ENV, "AWS_ENDPOINT_URL": "http://127.0.0.1:4566"}
-    reader = from_environment(configured)
+    reader = reader_for(configured)
     assert reader is not None
     assert reader.address("b-1", "k") == ("127.0.0.1", "/b-1/k")
-    specific = from_environment({**configured, "AWS_ENDPOINT_URL_S3": "http://localhost:9000"})
-    assert specific is not None and specific.endpoint.netloc == "localhost:9000"
-    ignored = from_environment({**configured, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"})
+    specific = from_environment(
+        "nerkit-models", {**configured, "AWS_ENDPOINT_URL_S3": "http://localhost:9000"}
+    )
+    assert specific is not None
+    assert (specific.endpoint.host, specific.endpoint.port) == ("localhost", 9000)
+    ipv6 = from_environment(
+        "nerkit-models", {**configured, "AWS_ENDPOINT_URL": "http://[::1]:9000"}
+    )
+    assert ipv6 is not None and ipv6.address("b-1", "k") == ("[::1]", "/b-1/k")
+    ignored = from_environment(
+        "nerkit-models", {**configured, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"}
+    )
     assert ignored is not None and ignored.endpoint.host == "s3.eu-west-1.amazonaws.com"
 
 
@@ -210,6 +235,10 @@ def test_the_store_serves_from_moto_through_the_reader(
 Reply = Callable[[http.server.BaseHTTPRequestHandler], None]
 
 
+def STALL(handler: http.server.BaseHTTPRequestHandler) -> None:
+    """A reply that never comes (``fake_s3`` holds the request until the test ends)."""
+
+
 @dataclass
 class Traffic:
     """What the local server received: each request's path and Authorization header."""
@@ -219,16 +248,24 @@ class Traffic:
 
 
 @contextlib.contextmanager
-def fake_s3(replies: list[Reply]) -> Iterator[tuple[S3Reader, Traffic]]:
-    """A reader on a local server that answers the n-th request with ``replies[n]``; yields
-    the reader and what the server received."""
+def fake_s3(
+    replies: list[Reply], tls: ssl.SSLContext | None = None, ca_bundle: str | None = None
+) -> Iterator[tuple[S3Reader, Traffic]]:
+    """A reader on a local server that answers the n-th request with ``replies[n]`` (over TLS
+    with ``tls``, the reader trusting ``ca_bundle``); yields the reader and what the server
+    received."""
     traffic = Traffic()
+    stopping = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             traffic.paths.append(self.path)
             traffic.authorizations.append(self.headers.get("Authorization", ""))
-            replies[len(traffic.paths) - 1](self)
+            reply = replies[len(traffic.paths) - 1]
+            if reply is STALL:
+                stopping.wait()  # accepted, never answered, until the test is over
+            else:
+                reply(self)
 
         do_HEAD = do_GET
 
@@ -236,15 +273,24 @@ def fake_s3(replies: list[Reply]) -> Iterator[tuple[S3Reader, Traffic]]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    port = server.server_address[1]
+    endpoint = f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}"
     reader = S3Reader(
-        "us-east-1", Credentials("a", "b"), endpoint, read_timeout=0.5, connect_timeout=0.5
+        "us-east-1",
+        Credentials("a", "b"),
+        endpoint,
+        read_timeout=0.5,
+        connect_timeout=0.5,
+        ca_bundle=ca_bundle,
     )
     try:
         yield reader, traffic
     finally:
+        stopping.set()
         server.shutdown()
         server.server_close()
 
@@ -280,8 +326,19 @@ def listing(*keys: str) -> Reply:
     return ok(f'<ListBucketResult xmlns="{xmlns}">{contents}</ListBucketResult>'.encode())
 
 
-def stall(handler: http.server.BaseHTTPRequestHandler) -> None:
-    time.sleep(1.5)
+def not_xml(status: int) -> Reply:
+    """What a proxy in front of S3 may answer: an error page in HTML."""
+    return ok_status(status, b"<html><body>Service Unavailable</body></html>")
+
+
+def ok_status(status: int, body: bytes) -> Reply:
+    def reply(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return reply
 
 
 def test_a_throttled_or_failed_request_is_tried_once_more() -> None:
@@ -311,6 +368,88 @@ def test_a_bucket_in_another_region_is_followed_there() -> None:
     assert plain.address("b-1", "k")[0] == "b-1.s3.eu-central-1.amazonaws.com"
 
 
+def test_an_error_page_that_is_not_xml_is_still_an_error_with_a_retry() -> None:
+    with fake_s3([not_xml(503), ok(b"LIVE")]) as (reader, traffic):
+        assert reader.get_object(Bucket="b-1", Key="k")["Body"].read() == b"LIVE"
+    assert len(traffic.paths) == 2
+    with (
+        fake_s3([not_xml(502), not_xml(502)]) as (reader, _),
+        pytest.raises(S3ResponseError) as raised,
+    ):
+        reader.get_object(Bucket="b-1", Key="k")
+    assert raised.value.code == "502"
+
+
+def test_a_region_is_followed_once_per_call() -> None:
+    """An endpoint that keeps naming other regions gets one follow per call, not a loop; a
+    region named in the error body counts like the header; a name that is no region of the
+    partition is not followed."""
+    replies = [
+        error(301, "PermanentRedirect", "eu-central-1"),
+        error(301, "PermanentRedirect", "eu-west-3"),
+    ]
+    with fake_s3(replies) as (reader, traffic), pytest.raises(S3ResponseError):
+        reader.get_object(Bucket="b-1", Key="k")
+    assert len(traffic.paths) == 2
+    in_body = "<Error><Code>AuthorizationHeaderMalformed</Code><Region>ap-south-2</Region></Error>"
+    with fake_s3([ok_status(400, in_body.encode()), ok(b"x")]) as (reader, _):
+        assert reader.get_object(Bucket="b-1", Key="k")["Body"].read() == b"x"
+        assert reader.region_of("b-1") == "ap-south-2"
+    bogus = [error(301, "PermanentRedirect", "evil.example.com/x"), ok(b"x")]
+    with fake_s3(bogus) as (reader, traffic), pytest.raises(S3ResponseError):
+        reader.get_object(Bucket="b-1", Key="k")
+    assert len(traffic.paths) == 1
+
+
+@pytest.fixture(scope="module")
+def localhost_tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, str]:
+    """A server TLS context for ``localhost`` and the path of its self-signed certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_path, key_path)
+    return context, str(cert_path)
+
+
+def test_https_is_verified_against_the_ca_bundle(localhost_tls: tuple[ssl.SSLContext, str]) -> None:
+    context, ca_bundle = localhost_tls
+    with fake_s3([ok(b"LIVE")], tls=context, ca_bundle=ca_bundle) as (reader, _):
+        assert reader.get_object(Bucket="b-1", Key="k")["Body"].read() == b"LIVE"
+    # The same server, not trusted: the handshake fails (on each attempt), nothing is read.
+    untrusted = fake_s3([ok(b"LIVE"), ok(b"LIVE")], tls=context)
+    with untrusted as (reader, traffic), pytest.raises(S3TransportError, match="SSL"):
+        reader.get_object(Bucket="b-1", Key="k")
+    assert traffic.paths == []
+
+
 def test_a_client_error_is_not_retried() -> None:
     denied = fake_s3([error(403, "AccessDenied")])
     with denied as (reader, traffic), pytest.raises(AccessDenied), s3_errors("b-1", "k"):
@@ -332,9 +471,12 @@ def test_a_denied_get_of_an_absent_key_reads_as_absent() -> None:
 
 def test_a_stalled_s3_fails_within_the_timeouts() -> None:
     unavailable = pytest.raises(StoreUnavailable, match="cannot reach S3")
-    with fake_s3([stall, stall]) as (reader, traffic), unavailable, s3_errors("b-1", "k"):
+    with fake_s3([STALL, STALL]) as (reader, traffic), unavailable as raised, s3_errors("b-1", "k"):
         reader.get_object(Bucket="b-1", Key="k")
-    assert len(traffic.paths) == 2  # each attempt waited one read timeout, then gave up
+    assert len(traffic.paths) == 2
+    # Each attempt gave up on its read timeout, not on the server closing the connection.
+    assert isinstance(raised.value.__cause__, S3TransportError)
+    assert isinstance(raised.value.__cause__.__cause__, TimeoutError)
 
 
 def test_a_body_cut_short_is_a_transport_error() -> None:

@@ -249,6 +249,8 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
         # The API's own routes come first, as routes rather than an included router: a
         # request is matched against the routes in order, and every call takes one of these.
+        # These route objects are shared by every app built here: an app's
+        # dependency_overrides do not reach them (nothing here overrides any).
         routes=[*router.routes, *hf.router.routes],
     )
     add_offline_docs(app)

@@ -262,5 +262,8 @@ class RequestLogMiddleware:
             line = _json_request_line(created, fields)
         # Straight to stdout, not through logging: this line is on every request's path, and
         # a log record's machinery costs more than the line itself.
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):  # stdout closed or broken: the response still goes out
+            pass

@@ -238,7 +238,7 @@ class ModelHolder:
                     raise ConfigError("MODEL_URI is not set")
                 # Serving only reads: inside Lambda without botocore (nerkit.store.s3_reader).
                 self._source = open_source(
-                    settings.model_uri, settings.model_cache_dir, s3=read_client()
+                    settings.model_uri, settings.model_cache_dir, s3=read_client(settings.model_uri)
                 )
             return self._source
 

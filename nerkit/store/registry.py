@@ -376,15 +376,18 @@ class ModelStore:
         digest, size = hashlib.sha256(), 0
         with s3_errors(self.bucket, key), dest.open("wb") as out:
             response = self._read("get_object", key)
-            if response.get("ContentLength", 0) > MAX_DOWNLOAD_BYTES:
-                response["Body"].close()
-                raise too_large
-            for chunk in response["Body"].iter_chunks(1 << 20):
-                size += len(chunk)
-                if size > MAX_DOWNLOAD_BYTES:
+            body = response["Body"]
+            try:
+                if response.get("ContentLength", 0) > MAX_DOWNLOAD_BYTES:
                     raise too_large
-                digest.update(chunk)
-                out.write(chunk)
+                for chunk in body.iter_chunks(1 << 20):
+                    size += len(chunk)
+                    if size > MAX_DOWNLOAD_BYTES:
+                        raise too_large
+                    digest.update(chunk)
+                    out.write(chunk)
+            finally:
+                body.close()  # a refused or failed download does not keep its connection
         return digest.hexdigest()
 
     def _get(self, key: str) -> tuple[bytes, str]:

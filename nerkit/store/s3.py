@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from nerkit.errors import ModelNotFound, StoreConflict, StoreUnavailable
+from nerkit.errors import ConfigError, ModelNotFound, StoreConflict, StoreUnavailable
 from nerkit.store import s3_reader
 from nerkit.store.s3_reader import S3ResponseError, S3TransportError
+from nerkit.store.uri import S3Tarball, StorePrefix, parse_model_uri
 
 # botocore generates its clients at runtime and ships no type stubs; the alias documents intent.
 S3Client = Any
@@ -98,11 +99,18 @@ def new_s3_client() -> S3Client:
     return session.create_client("s3", config=Config(**CLIENT_OPTIONS))
 
 
-def read_client() -> S3Client | None:
-    """For a caller that only reads (serving): the standard-library reader where it applies
-    (inside Lambda, credentials in the environment), else ``None``: a store then makes the
-    botocore client on first use."""
-    return s3_reader.from_environment()
+def read_client(model_uri: str) -> S3Client | None:
+    """For a caller that only reads ``model_uri`` (serving): the standard-library reader where
+    it applies (``s3_reader.from_environment``: inside Lambda, credentials in the environment),
+    else ``None``: a store then makes the botocore client on first use. ``None`` too for a
+    URI that is not in S3 or is not valid (``open_source`` reports that)."""
+    try:
+        location = parse_model_uri(model_uri)
+    except ConfigError:
+        return None
+    if not isinstance(location, StorePrefix | S3Tarball):
+        return None
+    return s3_reader.from_environment(location.bucket)
 
 
 @contextmanager

@@ -27,20 +27,26 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 # The hash of an empty payload: what botocore signs for a GET, HEAD or list.
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-# S3's answers worth a second attempt, as botocore's standard retry mode has them.
+# S3's answers worth a second attempt, as botocore's standard retry mode has them, and those
+# of them that are throttling (a longer pause before the retry).
 _RETRY_STATUS = frozenset({500, 502, 503, 504})
-_RETRY_CODES = frozenset(
-    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
-)
+_THROTTLING_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException"})
+_RETRY_CODES = _THROTTLING_CODES | {"RequestTimeout", "InternalError"}
+# The partitions whose S3 endpoints this module names: aws (s3.<region>.amazonaws.com, GovCloud
+# included) and aws-cn (.amazonaws.com.cn). Other partitions keep botocore.
+_AWS_REGION = re.compile(r"^(us|eu|ap|sa|ca|me|af|il|mx)(-gov)?-[a-z]+-\d+$")
+_CN_REGION = re.compile(r"^cn-[a-z]+-\d+$")
 # Bucket names that can be a host name label (no dots: a dotted name breaks TLS's wildcard).
 _VIRTUAL_HOST_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 _TRUE = frozenset({"true", "1", "yes"})
+# Proxies, which botocore honours and this module does not.
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
 
 
 class S3ResponseError(Exception):
@@ -59,8 +65,8 @@ class S3TransportError(Exception):
 @dataclass(frozen=True)
 class Credentials:
     access_key: str
-    secret_key: str
-    token: str | None = None
+    secret_key: str = field(repr=False)
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -73,29 +79,35 @@ class Endpoint:
     base_path: str = ""
     virtual_hosted: bool = True
 
-    @property
-    def netloc(self) -> str:
-        default = 443 if self.scheme == "https" else 80
-        return self.host if self.port in (None, default) else f"{self.host}:{self.port}"
 
-
-def from_environment(environ: Mapping[str, str] | None = None) -> S3Reader | None:
-    """A reader for this Lambda's environment, or ``None`` where botocore must be used."""
+def from_environment(bucket: str, environ: Mapping[str, str] | None = None) -> S3Reader | None:
+    """A reader of ``bucket`` for this Lambda's environment, or ``None`` where botocore must
+    be used: outside Lambda, without credentials in the environment, in a partition other than
+    aws and aws-cn, behind a proxy, with FIPS or dual-stack
+    endpoints, and for directory buckets (S3 Express, Outposts), which have endpoints of
+    their own. S3 settings of the AWS config file (addressing style, acceleration) are not
+    read either: a deployment that needs them sets ``AWS_USE_...`` or runs outside Lambda."""
     env = os.environ if environ is None else environ
     access_key, secret_key = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    if not (env.get("AWS_LAMBDA_FUNCTION_NAME") and access_key and secret_key and region):
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
+    if not (env.get("AWS_LAMBDA_FUNCTION_NAME") and access_key and secret_key):
+        return None
+    if not (_AWS_REGION.match(region) or _CN_REGION.match(region)):
         return None
     if any(
         env.get(name, "").lower() in _TRUE
         for name in ("AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT")
     ):
         return None
+    if any(env.get(name) for name in _PROXY_VARIABLES):
+        return None
+    if bucket.endswith(("--x-s3", "--op-s3")):
+        return None
     credentials = Credentials(access_key, secret_key, env.get("AWS_SESSION_TOKEN") or None)
     configured = None
     if env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() not in _TRUE:
         configured = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-    return S3Reader(region, credentials, configured)
+    return S3Reader(region, credentials, configured, ca_bundle=env.get("AWS_CA_BUNDLE") or None)
 
 
 def _endpoint(region: str, url: str | None) -> Endpoint:
@@ -105,8 +117,9 @@ def _endpoint(region: str, url: str | None) -> Endpoint:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an S3 endpoint URL: {url!r}")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6
         return Endpoint(
-            parts.scheme, parts.hostname, parts.port, parts.path.rstrip("/"), virtual_hosted=False
+            parts.scheme, host, parts.port, parts.path.rstrip("/"), virtual_hosted=False
         )
     suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     return Endpoint("https", f"s3.{region}.{suffix}", None)
@@ -153,6 +166,7 @@ class S3Reader:
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
         attempts: int | None = None,
+        ca_bundle: str | None = None,
     ) -> None:
         from nerkit.store.s3 import CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS, TOTAL_ATTEMPTS
 
@@ -165,6 +179,7 @@ class S3Reader:
         self.connect_timeout = connect_timeout or CONNECT_TIMEOUT_SECONDS
         self.read_timeout = read_timeout or READ_TIMEOUT_SECONDS
         self.attempts = attempts or TOTAL_ATTEMPTS
+        self.ca_bundle = ca_bundle  # AWS_CA_BUNDLE, as botocore reads it; else the system's
         self._tls: ssl.SSLContext | None = None
 
     # -- the calls the store makes, with botocore's names and answer shapes ----------------
@@ -203,11 +218,13 @@ class S3Reader:
         """The response to a signed request whose status is 2xx (its connection open), after
         at most ``attempts`` tries; ``S3ResponseError`` or ``S3TransportError`` otherwise.
 
-        A bucket of another region is answered once with its region; the request is then
-        sent there at once, one try more than ``attempts`` for that bucket's first call."""
-        attempt = 0
+        A bucket of another region is answered with its region; the request is then sent
+        there at once, once per call: one try more than ``attempts`` for that bucket's first
+        call, and none after it, as its region is remembered."""
+        attempt, followed = 0, False
         while True:
             attempt += 1
+            throttled = False
             try:
                 response, connection = self._attempt(method, bucket, key, query or {})
             except S3TransportError:
@@ -216,24 +233,30 @@ class S3Reader:
             else:
                 if response.status < 300:
                     return response, connection
-                error = _error(response, method)
-                connection.close()
-                if self._follow_region(bucket, response):
-                    attempt -= 1
+                try:
+                    error, region = _error(response, method)
+                finally:
+                    connection.close()
+                if not followed and self._follow_region(bucket, region):
+                    attempt, followed = attempt - 1, True
                     continue
                 retry = response.status in _RETRY_STATUS or error.code in _RETRY_CODES
                 if not retry or attempt >= self.attempts:
                     raise error
-            # botocore's standard mode: a random pause up to 2 ** (retry - 1) s, at most 20 s
-            # (within nerkit.store.s3.retry_pause_limit, which the request budget counts).
-            time.sleep(random.random() * min(2.0 ** (attempt - 1), 20.0))
+                throttled = error.code in _THROTTLING_CODES
+            # botocore's standard mode: a random pause up to base x 2 ** (retry - 1) s, at most
+            # 20 s, where the base is 1 s after throttling and 0.05 s otherwise (within
+            # nerkit.store.s3.retry_pause_limit, which the request budget counts).
+            base = 1.0 if throttled else 0.05
+            time.sleep(random.random() * min(base * 2.0 ** (attempt - 1), 20.0))
 
-    def _follow_region(self, bucket: str, response: http.client.HTTPResponse) -> bool:
-        """Whether S3 named another region for ``bucket`` (a 301 PermanentRedirect, or a 400
-        whose signature named the wrong region), which is now used for it: its endpoint and
-        signing region, or only the signing region behind a configured endpoint."""
-        region = response.getheader("x-amz-bucket-region")
-        if not region or region == self.region_of(bucket):
+    def _follow_region(self, bucket: str, region: str | None) -> bool:
+        """Whether S3 named another region of this partition for ``bucket`` (a 301
+        PermanentRedirect, or a 400 whose signature named the wrong region), which is now
+        used for it: its endpoint and signing region, or only the signing region behind a
+        configured endpoint."""
+        partition = _CN_REGION if _CN_REGION.match(self.region) else _AWS_REGION
+        if not region or region == self.region_of(bucket) or not partition.match(region):
             return False
         self._bucket_regions[bucket] = region
         return True
@@ -265,7 +288,7 @@ class S3Reader:
         if self.endpoint.scheme == "http":
             return http.client.HTTPConnection(host, port, timeout=self.connect_timeout)
         if self._tls is None:
-            self._tls = ssl.create_default_context()
+            self._tls = ssl.create_default_context(cafile=self.ca_bundle)
         return http.client.HTTPSConnection(
             host, port, timeout=self.connect_timeout, context=self._tls
         )
@@ -359,18 +382,23 @@ def _object_fields(response: http.client.HTTPResponse) -> dict[str, Any]:
     }
 
 
-def _error(response: http.client.HTTPResponse, method: str) -> S3ResponseError:
-    """S3's error: the code in the XML body, or (a HEAD has none) the status, as botocore."""
+def _error(response: http.client.HTTPResponse, method: str) -> tuple[S3ResponseError, str | None]:
+    """S3's error (the code in the XML body, else the status, as botocore: a HEAD has no
+    body, a proxy may send HTML) and the bucket's region if S3 named it."""
     body = b""
     if method != "HEAD":
         try:
             body = response.read(64 * 1024)
         except (OSError, http.client.HTTPException):
             body = b""
-    codes = _xml_texts(body, "Error", "Code") if body.lstrip().startswith(b"<") else []
-    messages = _xml_texts(body, "Error", "Message") if codes else []
-    code = codes[0] if codes else str(response.status)
-    return S3ResponseError(response.status, code, messages[0] if messages else "")
+    try:
+        fields = {name: _xml_texts(body, "Error", name) for name in ("Code", "Message", "Region")}
+    except S3TransportError:  # not XML
+        fields = {}
+    code = next(iter(fields.get("Code", [])), "") or str(response.status)
+    message = next(iter(fields.get("Message", [])), "")
+    region = response.getheader("x-amz-bucket-region") or next(iter(fields.get("Region", [])), None)
+    return S3ResponseError(response.status, code, message), region
 
 
 def _xml_texts(document: bytes, parent: str, child: str) -> list[str]:

@@ -178,9 +178,13 @@ IMPORTERS: dict[str, Callable[[], None]] = {
     "ours": import_ours,
     "baseline": import_baseline,
     "handler": import_handler,
+    # The stack's floor: what the handler imports, and the engine loaded from a local
+    # tarball (extracted and verified), without the app and without S3.
+    "stack": import_handler,
 }
 LOADERS: dict[str, Callable[[dict[str, Any], Path], Runner]] = {
     "ours": load_ours,
     "baseline": load_baseline,
     "handler": load_handler,
+    "stack": load_ours,
 }

@@ -236,6 +236,7 @@ def run_lambda_cold(
 ) -> dict[str, Any]:
     """Lambda's cold start from S3 (moto server) for each variant, runs interleaved."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    floor: list[dict[str, Any]] = []
     with moto_server(away_from=args.core) as endpoint:
         uris = {}
         for name, variant in variants.items():
@@ -251,11 +252,16 @@ def run_lambda_cold(
                 spec = {**handler, "measurement": "lambda_cold", "repo": str(variant.repo)}
                 env = {**aws_env(endpoint), "MODEL_URI": uris[name]}
                 runs[name].append(run_worker(spec, work, env=env))
-    return {name: {"median": median_of(result), "runs": result} for name, result in runs.items()}
+            progress(f"the stack's floor, cold {run + 1}/{args.cold_runs}")
+            floor.append(run_worker({**handler, "engine": "stack", "measurement": "cold"}, work))
+    cold = {name: {"median": median_of(result), "runs": result} for name, result in runs.items()}
+    return {**cold, STACK_FLOOR: {"median": median_of(floor), "runs": floor}}
 
 
 # The name of the checkout the benchmark runs from, among the cold-start variants.
 THIS_CHECKOUT = "this"
+# The cold-start row of the stack alone: FastAPI, Mangum and the engine from a local tarball.
+STACK_FLOOR = "stack floor"
 # Sentences per request for the billed duration of docs/DEPLOY.md's cost table.
 HANDLER_REQUEST_SIZES = (1, 16, 64)
 # Passes over the sample in the interleaved handler-vs-engine run (two calls per sentence).

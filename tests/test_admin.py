@@ -116,6 +116,28 @@ def wait_until_ended(sfn: Any, arn: str) -> None:
 # -- authorization ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"), [route for route in ROUTES if route[2] is not None]
+)
+def test_an_admin_body_over_max_body_bytes_is_a_413(
+    aws: SimpleNamespace, method: str, path: str, body: Any
+) -> None:
+    """FastAPI parses the admin routes' bodies; MAX_BODY_BYTES bounds them as it bounds the
+    inference routes', in the error envelope, whether or not the size is declared."""
+    app = create_app(admin_settings(aws.state_machine_arn, MAX_BODY_BYTES="64"))
+    app.state.admin = AdminServices(app.state.settings, stepfunctions=aws.sfn, s3=aws.s3)
+    handler = Mangum(app, lifespan="off")
+    padded = {**body, "padding": "x" * 100}
+    for declared in (True, False):
+        event = rest_event(method, path, padded)
+        if declared:
+            event["headers"]["content-length"] = str(len(event["body"]))
+            event["multiValueHeaders"]["content-length"] = [event["headers"]["content-length"]]
+        response = handler(event, lambda_context())
+        assert response["statusCode"] == 413
+        assert json.loads(response["body"])["error"]["code"] == "payload_too_large"
+
+
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES)
 def test_a_client_key_gets_403_in_the_envelope_on_every_admin_route(
     handler: Mangum, aws: SimpleNamespace, method: str, path: str, body: Any

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse
 from nerkit import __version__
 from nerkit.api import errors, hf, logs
 from nerkit.api.blocking import run_blocking
-from nerkit.api.body import read_json
+from nerkit.api.body import BodyLimitMiddleware, read_json
 from nerkit.api.docs import add_offline_docs
 from nerkit.api.gateway import ApiGatewayPrefixMiddleware
 from nerkit.api.headers import SecurityHeadersMiddleware, page_csp
@@ -118,7 +118,7 @@ async def model_info(model: Model) -> ModelInfo:
 )
 async def entities(request: Request) -> Response:
     settings = app_settings(request)
-    payload = await read_json(request, settings.max_body_bytes)
+    payload = await read_json(request)
     body = await validated(request, EntitiesRequest, payload, settings)
     texts = body.inputs
     try:
@@ -270,6 +270,7 @@ def create_app(settings: Settings | None = None, *, model: ModelHolder | None = 
         app.state.admin = admin.AdminServices(settings)
         app.include_router(admin.router)
     # Added innermost first: the request log wraps everything, so it sees the final status.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(errors.UnhandledErrorMiddleware)
     # Outside the 500 handler, so its generic error gets the headers too.
     app.add_middleware(SecurityHeadersMiddleware)

@@ -1,19 +1,27 @@
-"""Read a JSON request body defensively: media type, size, encoding and syntax.
+"""Request bodies, read defensively: their size on every route, and JSON by hand.
 
-Each failure gets its own status and code (415, 413, 400 ``invalid_encoding``, 400
-``invalid_json``) before any schema validation runs, and none of them can become a 500: the
-size is capped while reading, and nesting too deep for the parser is a 400 like any other
-malformed JSON.
+``BodyLimitMiddleware`` caps every body at MAX_BODY_BYTES while it is received (the admin
+routes' too, which FastAPI parses): a body declared or received over it is a 413
+``payload_too_large`` in the error envelope. ``read_json`` gives each other failure its own
+status and code (415, 400 ``invalid_encoding``, 400 ``invalid_json``) before any schema
+validation runs, and none of them can become a 500: nesting too deep for the parser is a 400
+like any other malformed JSON.
+
+Starlette's own body limit (FastAPI's ``max_body_size``) is not used: for a declared size
+over the limit it replaces whatever the app answers with a plain-text 413.
 """
 
 from __future__ import annotations
 
 import json
-from email.message import Message
+from email.message import Message as EmailMessage
 from functools import lru_cache
 from typing import Any
 
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nerkit.api.blocking import run_blocking
 from nerkit.api.errors import ApiError
@@ -23,7 +31,7 @@ from nerkit.api.errors import ApiError
 def _is_utf8_json(header: str) -> bool:
     """Whether a Content-Type header names JSON in UTF-8; cached, as clients send the same
     few headers again and again and the email parser costs more than the rest of reading."""
-    parsed = Message()
+    parsed = EmailMessage()
     parsed["content-type"] = header
     media_type = parsed.get_content_type() if header else ""
     charset = (parsed.get_content_charset() or "utf-8").lower()
@@ -43,21 +51,38 @@ def _check_media_type(request: Request) -> None:
         )
 
 
-async def _read_limited(request: Request, max_bytes: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise _too_large(max_bytes)  # refused without reading the body
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(max_bytes)
-        chunks.append(chunk)
-    return b"".join(chunks)
+class BodyLimitMiddleware:
+    """Refuse a body over ``max_bytes``: by its declared size before any of it is read, else
+    as soon as the bytes received pass it."""
 
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
 
-def _too_large(max_bytes: int) -> ApiError:
-    return ApiError(413, "payload_too_large", f"the body is larger than {max_bytes} bytes")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                raise self._too_large()  # refused without reading the body
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _too_large(self) -> HTTPException:
+        # An HTTPException, not an ApiError: FastAPI re-raises it from its own body parsing
+        # (other exceptions there become a 400), and errors.py answers it in the envelope.
+        return HTTPException(413, f"the body is larger than {self.max_bytes} bytes")
 
 
 def _no_constants(name: str) -> Any:
@@ -65,10 +90,11 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The parsed JSON body, or an ``ApiError`` saying what is wrong with it."""
+async def read_json(request: Request) -> Any:
+    """The parsed JSON body, or an ``ApiError`` saying what is wrong with it (its size is
+    ``BodyLimitMiddleware``'s to check)."""
     _check_media_type(request)
-    raw = await _read_limited(request, max_bytes)
+    raw = await request.body()
     # Parsing megabytes takes a while: in a worker thread, so other requests go on meanwhile.
     return await run_blocking(request.scope, _parse, raw)
 

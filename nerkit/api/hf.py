@@ -253,7 +253,7 @@ router = APIRouter()
 )
 async def token_classification(request: Request) -> JSONResponse:
     settings = app_settings(request)
-    payload = await read_json(request, settings.max_body_bytes)
+    payload = await read_json(request)
     try:
         body = await validated(request, HfRequest, payload, settings)
     except ApiError as exc:

@@ -18,7 +18,6 @@ from email.message import Message as EmailMessage
 from functools import lru_cache
 from typing import Any
 
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -63,12 +62,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length", "")
         received = 0
 
         async def limited_receive() -> Message:
             nonlocal received
-            if declared.isdigit() and int(declared) > self.max_bytes:
+            if received == 0 and _declared_length(scope) > self.max_bytes:
                 raise self._too_large()  # refused without reading the body
             message = await receive()
             if message["type"] == "http.request":
@@ -83,6 +81,15 @@ class BodyLimitMiddleware:
         # An HTTPException, not an ApiError: FastAPI re-raises it from its own body parsing
         # (other exceptions there become a 400), and errors.py answers it in the envelope.
         return HTTPException(413, f"the body is larger than {self.max_bytes} bytes")
+
+
+def _declared_length(scope: Scope) -> int:
+    """The Content-Length header's value, or 0 when absent or not a number; read only when
+    the body is, so requests without one pay nothing for it."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
 
 
 def _no_constants(name: str) -> Any:

@@ -43,7 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from measure import clock
-from report import ENGINES, REQUEST_BATCHES, BuiltModels, machine_context, render_report
+from report import (
+    ENGINES,
+    REQUEST_BATCHES,
+    STACK_FLOOR,
+    BuiltModels,
+    machine_context,
+    render_report,
+)
 from s3_store import BUCKET, aws_env, moto_server
 from workload import Workload, load_workload
 
@@ -260,8 +267,6 @@ def run_lambda_cold(
 
 # The name of the checkout the benchmark runs from, among the cold-start variants.
 THIS_CHECKOUT = "this"
-# The cold-start row of the stack alone: FastAPI, Mangum and the engine from a local tarball.
-STACK_FLOOR = "stack floor"
 # Sentences per request for the billed duration of docs/DEPLOY.md's cost table.
 HANDLER_REQUEST_SIZES = (1, 16, 64)
 # Passes over the sample in the interleaved handler-vs-engine run (two calls per sentence).

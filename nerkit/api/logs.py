@@ -79,16 +79,11 @@ class JsonFormatter(logging.Formatter):
     """A record as one JSON object per line; ``extra={"fields": {...}}`` adds top-level keys."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "timestamp": _timestamp(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        line.update(getattr(record, "fields", {}))
+        fields = dict(getattr(record, "fields", {}))
         if record.exc_info:
-            line["exception"] = "".join(traceback.format_exception(*record.exc_info))
-        return _JSON.encode(line)
+            fields["exception"] = "".join(traceback.format_exception(*record.exc_info))
+        message = record.getMessage()
+        return _json_line(record.created, record.levelname, record.name, message, fields)
 
 
 class _StdoutHandler(logging.Handler):
@@ -106,8 +101,7 @@ class TextFormatter(logging.Formatter):
     """A record as one short line for a terminal: time, level, logger and message."""
 
     def format(self, record: logging.LogRecord) -> str:
-        clock = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        line = f"{clock} {record.levelname} {record.name}: {record.getMessage()}"
+        line = f"{_clock(record.created)} {record.levelname} {record.name}: {record.getMessage()}"
         if record.exc_info:
             line += "\n" + "".join(traceback.format_exception(*record.exc_info))
         return line
@@ -116,8 +110,8 @@ class TextFormatter(logging.Formatter):
 def _text_request_line(created: float, fields: dict[str, Any]) -> str:
     """A request as method, route, status and latency with the model and counts."""
     parts = [
-        f"{datetime.fromtimestamp(created).strftime('%H:%M:%S')} {fields['method']} "
-        f"{fields['route']} {fields['status']} {fields['latency_ms']} ms"
+        f"{_clock(created)} {fields['method']} {fields['route']} {fields['status']} "
+        f"{fields['latency_ms']} ms"
     ]
     if fields.get("model_version"):
         parts.append(f"model {fields['model_version']}")
@@ -131,21 +125,18 @@ def _text_request_line(created: float, fields: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def _json_request_line(created: float, fields: dict[str, Any]) -> str:
-    """A request as ``JsonFormatter`` writes a record, with the metrics block."""
+def _json_line(
+    created: float, level: str, logger: str, message: str, fields: dict[str, Any]
+) -> str:
+    """One JSON log line: a record's (``JsonFormatter``) or a request's, with its fields."""
+    timestamp = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
     return _JSON.encode(
-        {
-            "timestamp": _timestamp(created),
-            "level": "INFO",
-            "logger": REQUEST_LOGGER,
-            "message": "request",
-            **fields,
-        }
+        {"timestamp": timestamp, "level": level, "logger": logger, "message": message, **fields}
     )
 
 
-def _timestamp(created: float) -> str:
-    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+def _clock(created: float) -> str:
+    return datetime.fromtimestamp(created).strftime("%H:%M:%S")
 
 
 def configure(log_format: str = "json") -> None:
@@ -259,7 +250,7 @@ class RequestLogMiddleware:
             line = _text_request_line(created, fields)
         else:
             fields.update(_emf(f"{method} {route}", status, latency_ms, record, created))
-            line = _json_request_line(created, fields)
+            line = _json_line(created, "INFO", REQUEST_LOGGER, "request", fields)
         # Straight to stdout, not through logging: this line is on every request's path, and
         # a log record's machinery costs more than the line itself.
         try:

@@ -168,6 +168,7 @@ class S3Reader:
         attempts: int | None = None,
         ca_bundle: str | None = None,
     ) -> None:
+        # Imported here: nerkit.store.s3 imports this module.
         from nerkit.store.s3 import CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS, TOTAL_ATTEMPTS
 
         self.region = region
@@ -391,14 +392,25 @@ def _error(response: http.client.HTTPResponse, method: str) -> tuple[S3ResponseE
             body = response.read(64 * 1024)
         except (OSError, http.client.HTTPException):
             body = b""
-    try:
-        fields = {name: _xml_texts(body, "Error", name) for name in ("Code", "Message", "Region")}
-    except S3TransportError:  # not XML
-        fields = {}
-    code = next(iter(fields.get("Code", [])), "") or str(response.status)
-    message = next(iter(fields.get("Message", [])), "")
-    region = response.getheader("x-amz-bucket-region") or next(iter(fields.get("Region", [])), None)
+    fields = _error_fields(body)
+    code = fields.get("Code") or str(response.status)
+    region = response.getheader("x-amz-bucket-region") or fields.get("Region")
+    message = fields.get("Message", "")
     return S3ResponseError(response.status, code, message), region
+
+
+def _error_fields(body: bytes) -> dict[str, str]:
+    """The children of S3's ``<Error>`` by name (Code, Message, Region...); ``{}`` for a body
+    that is not one (a HEAD's, a proxy's HTML page)."""
+    from xml.etree import ElementTree
+
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return {}
+    if _local(root.tag) != "Error":
+        return {}
+    return {_local(item.tag): item.text or "" for item in root}
 
 
 def _xml_texts(document: bytes, parent: str, child: str) -> list[str]:
